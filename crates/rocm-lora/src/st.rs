@@ -1,0 +1,235 @@
+//! Low-level safetensors reading/writing (f32 out; f16/bf16/f64 in, cast to f32) and the
+//! adapter key spellings.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{DType, TensorData};
+use safetensors::{Dtype, SafeTensors, View};
+
+use crate::Error;
+
+/// One tensor read from a file, as f32.
+#[derive(Debug, Clone)]
+pub(crate) struct RawTensor {
+    pub shape: Vec<usize>,
+    pub data: TensorData,
+}
+
+/// A whole safetensors file: tensors by key and the header's `__metadata__`.
+#[derive(Debug)]
+pub(crate) struct RawFile {
+    pub path: PathBuf,
+    pub tensors: BTreeMap<String, RawTensor>,
+    pub metadata: HashMap<String, String>,
+}
+
+fn st_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Safetensors {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// Read a safetensors file, casting every float tensor to f32.
+pub(crate) fn read_file(path: &Path) -> Result<RawFile, Error> {
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| st_err(path, e))?;
+    let metadata = meta.metadata().clone().unwrap_or_default();
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| st_err(path, e))?;
+    let mut tensors = BTreeMap::new();
+    for (key, view) in st.tensors() {
+        let dtype = match view.dtype() {
+            Dtype::F32 => DType::F32,
+            Dtype::F16 => DType::F16,
+            Dtype::BF16 => DType::BF16,
+            Dtype::F64 => DType::F64,
+            other => {
+                return Err(Error::UnsupportedDtype {
+                    path: path.to_path_buf(),
+                    key,
+                    dtype: format!("{other:?}"),
+                });
+            }
+        };
+        let shape = view.shape().to_vec();
+        let data = TensorData::from_bytes_vec(view.data().to_vec(), shape.clone(), dtype)
+            .convert_dtype(DType::F32);
+        tensors.insert(key, RawTensor { shape, data });
+    }
+    Ok(RawFile {
+        path: path.to_path_buf(),
+        tensors,
+        metadata,
+    })
+}
+
+/// An f32 tensor ready to be written.
+pub(crate) struct F32View {
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl F32View {
+    pub(crate) fn new(data: TensorData) -> Self {
+        let data = data.convert_dtype(DType::F32);
+        let shape = data.shape().to_vec();
+        let bytes = data
+            .iter::<f32>()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>();
+        Self { shape, bytes }
+    }
+}
+
+impl View for &F32View {
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.bytes)
+    }
+    fn data_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+/// Write tensors (sorted by key) with header metadata.
+pub(crate) fn write_file(
+    path: &Path,
+    tensors: &BTreeMap<String, F32View>,
+    metadata: HashMap<String, String>,
+) -> Result<(), Error> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    safetensors::serialize_to_file(tensors.iter(), Some(metadata), path)
+        .map_err(|e| st_err(path, e))
+}
+
+/// Which factor a key holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Factor {
+    /// `lora_A` / `lora.down`.
+    A,
+    /// `lora_B` / `lora.up`.
+    B,
+    /// A per-module `alpha` scalar (kohya / old diffusers `network_alphas`).
+    Alpha,
+}
+
+/// Suffixes of LoRA keys, new spellings first.
+const SUFFIXES: [(&str, Factor); 9] = [
+    (".lora_A.weight", Factor::A),
+    (".lora_B.weight", Factor::B),
+    (".lora_A.default.weight", Factor::A),
+    (".lora_B.default.weight", Factor::B),
+    (".lora.down.weight", Factor::A),
+    (".lora.up.weight", Factor::B),
+    (".lora_down.weight", Factor::A),
+    (".lora_up.weight", Factor::B),
+    (".alpha", Factor::Alpha),
+];
+
+/// How a file key relates to the model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ParsedKey {
+    /// A factor of the layer at this module path.
+    Lora(String, Factor),
+    /// A key of another pipeline component (`text_encoder.*`), not ours to load.
+    OtherComponent,
+    /// Not a LoRA key at all.
+    NotLora,
+}
+
+/// Parse a key: strip `base_model.model.` and `<prefix>.` (e.g. `unet.`), then the factor suffix.
+pub(crate) fn parse_key(key: &str, prefix: &str) -> ParsedKey {
+    let k = key.strip_prefix("base_model.model.").unwrap_or(key);
+    let k = match k.strip_prefix(prefix).and_then(|r| r.strip_prefix('.')) {
+        Some(rest) if !prefix.is_empty() => rest,
+        _ if k.starts_with("text_encoder") => return ParsedKey::OtherComponent,
+        _ => k,
+    };
+    for (suffix, factor) in SUFFIXES {
+        if let Some(module) = k.strip_suffix(suffix)
+            && !module.is_empty()
+        {
+            return ParsedKey::Lora(module.to_string(), factor);
+        }
+    }
+    ParsedKey::NotLora
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_spellings() {
+        let p = |k| parse_key(k, "unet");
+        let a = |m: &str| ParsedKey::Lora(m.into(), Factor::A);
+        let b = |m: &str| ParsedKey::Lora(m.into(), Factor::B);
+        assert_eq!(p("unet.attn1.to_q.lora_A.weight"), a("attn1.to_q"));
+        assert_eq!(
+            p("base_model.model.attn1.to_out.0.lora_B.weight"),
+            b("attn1.to_out.0")
+        );
+        assert_eq!(p("attn1.to_q.lora.down.weight"), a("attn1.to_q"));
+        assert_eq!(p("unet.attn1.to_q.lora.up.weight"), b("attn1.to_q"));
+        assert_eq!(p("attn1.to_q.lora_A.default.weight"), a("attn1.to_q"));
+        assert_eq!(
+            p("unet.conv1.alpha"),
+            ParsedKey::Lora("conv1".into(), Factor::Alpha)
+        );
+        assert_eq!(
+            p("text_encoder.layers.0.q_proj.lora_A.weight"),
+            ParsedKey::OtherComponent
+        );
+        assert_eq!(p("unet.attn1.to_q.weight"), ParsedKey::NotLora);
+    }
+
+    #[test]
+    fn write_then_read_round_trips() {
+        let dir = std::env::temp_dir().join(format!("rocm-lora-st-{}", std::process::id()));
+        let path = dir.join("t.safetensors");
+        let mut tensors = BTreeMap::new();
+        tensors.insert(
+            "x".to_string(),
+            F32View::new(TensorData::new(vec![1.0f32, -2.5, 3.25], [3, 1])),
+        );
+        tensors.insert(
+            "h".to_string(),
+            F32View::new(TensorData::new(vec![0.5f32, 2.0], [2]).convert_dtype(DType::F16)),
+        );
+        let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+        write_file(&path, &tensors, meta).unwrap();
+        let file = read_file(&path).unwrap();
+        assert_eq!(file.metadata.get("format").map(String::as_str), Some("pt"));
+        let x = &file.tensors["x"];
+        assert_eq!(x.shape, [3, 1]);
+        assert_eq!(
+            x.data.clone().try_into_vec::<f32>().unwrap(),
+            [1.0, -2.5, 3.25]
+        );
+        assert_eq!(
+            file.tensors["h"]
+                .data
+                .clone()
+                .try_into_vec::<f32>()
+                .unwrap(),
+            [0.5, 2.0]
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

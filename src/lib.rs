@@ -1,0 +1,24 @@
+//! ROCM in Rust: reward optimisation of latent consistency models.
+//!
+//! This umbrella crate re-exports the workspace's crates and picks the compute backend from its
+//! Cargo features (`flex` CPU by default, `wgpu`, `cuda`): see [`device`].
+//!
+//! | module | crate | responsibility |
+//! |---|---|---|
+//! | [`divergence`] | `rocm-divergence` | [`divergence::FDivergence`] between per-step Gaussian policies |
+//! | [`sampler`] | `rocm-sampler` | [`sampler::ConsistencyModel`], LCM schedule, multistep sampler |
+//! | [`lora`] | `rocm-lora` | LoRA on Linear/Conv2d, PEFT/diffusers files |
+//! | [`models`] | `rocm-models` | UNet, VAE, CLIP, tokenizer, weight loading |
+//! | [`rewards`] | `rocm-rewards` | [`rewards::RewardModel`]: aesthetic, CLIPScore, PickScore, HPSv2 |
+//! | [`trainer`] | `rocm-trainer` | the ROCM loop, checkpoints, metrics |
+
+pub mod device;
+
+pub use rocm_divergence as divergence;
+pub use rocm_lora as lora;
+pub use rocm_models as models;
+pub use rocm_rewards as rewards;
+pub use rocm_sampler as sampler;
+pub use rocm_trainer as trainer;
+
+pub use device::{Backend, DeviceError, select_device};
