@@ -10,6 +10,8 @@
 //! `2 s2² ≤ s1²`). Bad input prints one line on stderr and exits with code 2, printing nothing on
 //! stdout.
 
+#![allow(clippy::print_stdout)] // an example owns the terminal
+
 use std::process::ExitCode;
 
 use rocm::divergence::reference::{self, Normal};

@@ -18,6 +18,7 @@ const MIN_WEIGHT: f64 = 1e-30;
 /// Both estimators write `x = μ + s ξ` with standard-normal `ξ` (the reparameterisation trick),
 /// so the estimate is differentiable in `μ` and `s`.
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // built once per call; boxing the noise buys nothing
 pub enum Estimator {
     /// Gauss–Hermite quadrature with the given number of nodes per element: deterministic,
     /// differentiable, exact for polynomial integrands of degree < 2n. The default (64 nodes).

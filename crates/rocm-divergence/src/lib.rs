@@ -69,8 +69,8 @@ impl Reduction {
 /// # Shapes
 /// - inputs: [`DiagGaussian`] with means `[B, N]` (any rank is flattened on construction) and
 ///   standard deviations `[B, N]` or `[B, 1]`
-/// - [`FDivergence::elementwise`]: `[B, N]`
-/// - [`FDivergence::divergence`]: `[B]`
+/// - per element ([`FDivergence::elementwise`]): `[B, N]`
+/// - per sample ([`FDivergence::divergence`]): `[B]`
 ///
 /// # Example
 /// A (deliberately trivial) divergence: half the squared distance of the means, which is the KL

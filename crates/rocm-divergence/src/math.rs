@@ -22,44 +22,6 @@ pub fn log_two_sigmoid<const D: usize>(t: Tensor<D>) -> Tensor<D> {
     log_sigmoid(t) + std::f64::consts::LN_2
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn expm1_is_accurate_near_zero_and_finite_far_away() {
-        let device = Device::flex();
-        let xs = [-100.0f32, -1.0, -1e-6, 0.0, 1e-7, 1e-3, 0.4, 0.6, 5.0];
-        let got = expm1(Tensor::<1>::from_floats(xs, &device))
-            .into_data()
-            .try_into_vec::<f32>()
-            .unwrap();
-        for (x, g) in xs.iter().zip(got) {
-            let want = (*x as f64).exp_m1();
-            let rel = ((g as f64 - want) / want.abs().max(1e-300)).abs();
-            assert!(
-                rel < 4e-7 || (want == 0.0 && g == 0.0),
-                "x={x} got={g} want={want}"
-            );
-        }
-    }
-
-    #[test]
-    fn expm1_gradient_is_finite_on_both_branches() {
-        let device = Device::flex().autodiff();
-        let x = Tensor::<1>::from_floats([-50.0, 0.0, 0.3, 80.0], &device).require_grad();
-        let grads = expm1(x.clone()).sum().backward();
-        let g = x
-            .grad(&grads)
-            .unwrap()
-            .into_data()
-            .try_into_vec::<f32>()
-            .unwrap();
-        assert!(g.iter().all(|v| v.is_finite()), "{g:?}");
-        assert!((g[1] - 1.0).abs() < 1e-6 && (g[2] - 0.3f32.exp()).abs() < 1e-5);
-    }
-}
-
 /// Per-element parameters of a pair of Gaussians, shaped `[B, N, 1]` (or `[B, 1, 1]` for
 /// per-sample standard deviations) to broadcast against estimator points `[·, ·, S]`.
 pub(crate) struct Pair {
@@ -121,5 +83,43 @@ impl Pair {
         let rho = sr.clone() / sq.clone();
         let one_minus = (sq.clone() - sr.clone()) * (sq.clone() + sr.clone()) / sq.square();
         xi.square() * one_minus / 2.0 + rho.log()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expm1_is_accurate_near_zero_and_finite_far_away() {
+        let device = Device::flex();
+        let xs = [-100.0f32, -1.0, -1e-6, 0.0, 1e-7, 1e-3, 0.4, 0.6, 5.0];
+        let got = expm1(Tensor::<1>::from_floats(xs, &device))
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap();
+        for (x, g) in xs.iter().zip(got) {
+            let want = (*x as f64).exp_m1();
+            let rel = ((g as f64 - want) / want.abs().max(1e-300)).abs();
+            assert!(
+                rel < 4e-7 || (want == 0.0 && g == 0.0),
+                "x={x} got={g} want={want}"
+            );
+        }
+    }
+
+    #[test]
+    fn expm1_gradient_is_finite_on_both_branches() {
+        let device = Device::flex().autodiff();
+        let x = Tensor::<1>::from_floats([-50.0, 0.0, 0.3, 80.0], &device).require_grad();
+        let grads = expm1(x.clone()).sum().backward();
+        let g = x
+            .grad(&grads)
+            .unwrap()
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap();
+        assert!(g.iter().all(|v| v.is_finite()), "{g:?}");
+        assert!((g[1] - 1.0).abs() < 1e-6 && (g[2] - 0.3f32.exp()).abs() < 1e-5);
     }
 }

@@ -2,6 +2,8 @@
 //! closed forms equal to the generic f-divergence of their generator, Monte Carlo agreeing with
 //! quadrature, finite gradients, and f32 stability over the ranges the sampler produces.
 
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
 use burn::prelude::*;
 use proptest::prelude::*;
 use rocm_divergence::reference::{self, Normal};
