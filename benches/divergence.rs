@@ -21,7 +21,9 @@ const SHAPE: [usize; 4] = [1, 4, 64, 64];
 fn latent(seed: u64, device: &Device) -> Tensor<4> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let n = SHAPE.iter().product();
-    let v: Vec<f32> = (0..n).map(|_| rng.sample(rand_distr::StandardNormal)).collect();
+    let v: Vec<f32> = (0..n)
+        .map(|_| rng.sample(rand_distr::StandardNormal))
+        .collect();
     Tensor::from_data(TensorData::new(v, SHAPE), device)
 }
 

@@ -14,7 +14,11 @@ fn example_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().and_then(Path::parent).unwrap();
     let bin = profile_dir.join("examples").join("divergences");
-    assert!(bin.exists(), "{} is missing: run through `cargo test`", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run through `cargo test`",
+        bin.display()
+    );
     bin
 }
 
@@ -47,7 +51,11 @@ fn matches_the_high_precision_reference() {
     std::fs::write(&input_path, serde_json::to_string(&input).unwrap()).unwrap();
     let out = run(&input_path);
     std::fs::remove_file(&input_path).ok();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let got: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(got.len(), reference.len());
     let mut worst = 0.0f64;
@@ -55,7 +63,15 @@ fn matches_the_high_precision_reference() {
         for key in ["mu1", "s1", "mu2", "s2"] {
             assert_eq!(g[key], r[key], "input field {key} must be kept");
         }
-        for key in ["kl", "reverse_kl", "js", "hellinger_sq", "fisher", "chi2", "tv"] {
+        for key in [
+            "kl",
+            "reverse_kl",
+            "js",
+            "hellinger_sq",
+            "fisher",
+            "chi2",
+            "tv",
+        ] {
             match (g[key].as_f64(), r[key].as_f64()) {
                 (Some(a), Some(b)) => {
                     let rel = (a - b).abs() / b.abs().max(1e-300);
@@ -78,7 +94,10 @@ fn bad_input_is_one_line_on_stderr_and_exit_code_2() {
         ("not-json", "{ this is not json"),
         ("missing", r#"[{"mu1": 0, "s1": 1, "mu2": 0}]"#),
         ("zero-std", r#"[{"mu1": 0, "s1": 0, "mu2": 0, "s2": 1}]"#),
-        ("negative-std", r#"[{"mu1": 0, "s1": 1, "mu2": 0, "s2": -2}]"#),
+        (
+            "negative-std",
+            r#"[{"mu1": 0, "s1": 1, "mu2": 0, "s2": -2}]"#,
+        ),
         ("not-array", r#"{"mu1": 0, "s1": 1, "mu2": 0, "s2": 1}"#),
     ];
     for (name, text) in cases {

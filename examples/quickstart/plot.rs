@@ -102,12 +102,18 @@ impl Frame {
     }
 }
 
-/// One polyline per run of `value(point)` against iteration.
+/// `sign(v) ln(1 + |v|)`: keeps small values readable next to a run that diverges.
+fn symlog(v: f64) -> f64 {
+    v.signum() * v.abs().ln_1p()
+}
+
+/// One polyline per run of `symlog(value(point))` against iteration.
 pub fn curves(
     path: &Path,
     runs: &[(String, Vec<super::Point>)],
     value: impl Fn(&super::Point) -> f64,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    let value = |p: &super::Point| symlog(value(p));
     let all = runs.iter().flat_map(|(_, c)| c.iter());
     let (mut lo, mut hi, mut last) = (f64::INFINITY, f64::NEG_INFINITY, 1usize);
     for p in all {
@@ -164,7 +170,7 @@ pub fn scatter(
 pub fn legend(runs: &[(String, Vec<super::Point>)]) -> String {
     let mut s = String::from(
         "\nPlots (iteration on x, no text in the images): `proxy_vs_iteration.png` and \
-         `true_vs_iteration.png` for the KL runs (dashed line: 0); colours:",
+         `true_vs_iteration.png` for the KL runs, y = sign(v)·ln(1 + |v|) (dashed line: 0); colours:",
     );
     for (i, (name, _)) in runs.iter().enumerate() {
         s.push_str(&format!(" {} = `{name}`;", COLOURS[i % COLOURS.len()].1));

@@ -16,11 +16,16 @@
 //! - Struct fields are diffusers' attribute names, so Burn's parameter path is the weight key and
 //!   [`rocm_lora::apply_lora`] targets diffusers module paths (`…attn1.to_q`, `…to_out.0`). The
 //!   only remapping is `ff.net.0`/`ff.net.2` → `ff.net_0`/`ff.net_2`.
+//!
+//! # Pipeline
+//! [`LcmPipeline`] (`pipeline`): diffusers' `LatentConsistencyModelPipeline` from a model folder or
+//! the hub cache: prompts → CLIP → LCM sampler on the UNet (`w = g − 1`) → VAE → images in `[0, 1]`.
 
 pub mod error;
 pub use error::Error;
 pub mod clip;
 pub mod hub;
+pub mod pipeline;
 pub mod tokenizer;
 
 // UNet2DConditionModel and AutoencoderKL (diffusers module names).
@@ -37,5 +42,6 @@ pub mod unet_2d_condition_config;
 pub mod upsampling;
 pub mod vae;
 pub use autoencoder_kl::{AutoencoderKL, AutoencoderKLConfig, to_unit_range};
+pub use pipeline::{LcmPipeline, NoiseSource, PipelineError};
 pub use unet_2d_condition::{DIFFUSERS_WEIGHT_FILES, UNet2DConditionModel};
 pub use unet_2d_condition_config::UNet2DConditionModelConfig;

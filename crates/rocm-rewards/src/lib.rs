@@ -3,6 +3,28 @@
 //! ROCM maximises `E[R(x(θ, ε, c), c)]` by backpropagating the reward through the VAE decoder and
 //! every step of the consistency sampler (METHOD.md §2–3), so a reward must be differentiable with
 //! respect to the image pixels. Every reward here is a [`RewardModel`].
+//!
+//! - [`aesthetic_head::AestheticHead`]: the LAION improved aesthetic predictor head (`.pth` or
+//!   `.safetensors`).
+//! - [`preprocess::ClipPreprocess`]: differentiable antialiased-bicubic resize, centre crop and
+//!   CLIP normalisation on device.
+//! - [`ClipScore`], [`PickScore`], [`Aesthetic`] on a transformers `CLIPModel` ([`ClipBackbone`]).
+//! - [`HpsV2`] on open_clip checkpoints (key conversion in [`hps`]).
+//! - Cheap rewards for tests and demos: [`ColorTarget`], [`Compressibility`]; combine rewards with
+//!   [`WeightedSum`].
+
+pub mod aesthetic_head;
+pub mod clip_rewards;
+pub mod error;
+pub mod hps;
+pub mod preprocess;
+pub mod simple;
+
+pub use aesthetic_head::AestheticHead;
+pub use clip_rewards::{Aesthetic, ClipBackbone, ClipScore, ClipScoreMode, PickScore};
+pub use error::Error;
+pub use hps::HpsV2;
+pub use simple::{ColorTarget, Compressibility, WeightedSum};
 
 use burn::prelude::*;
 

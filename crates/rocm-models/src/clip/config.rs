@@ -5,6 +5,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::encoder::{CLIPEncoderConfig, HiddenAct};
+use super::vision::CLIPVisionConfig;
 use crate::Error;
 
 /// The fields of transformers' `CLIPTextConfig` that shape the model, with its defaults
@@ -161,6 +162,50 @@ impl CLIPTextConfig {
             hidden_act: HiddenAct::parse(&self.hidden_act).unwrap_or(HiddenAct::QuickGelu),
             layer_norm_eps: self.layer_norm_eps,
         }
+    }
+}
+
+/// transformers' `CLIPConfig` (`config.json` of a `CLIPModel`: `text_config`, `vision_config`,
+/// `projection_dim`, `logit_scale_init_value`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct CLIPConfig {
+    /// The text tower.
+    pub text_config: CLIPTextConfig,
+    /// The vision tower.
+    pub vision_config: CLIPVisionConfig,
+    /// Width of both projections.
+    pub projection_dim: usize,
+    /// `logit_scale` before loading (ln(1/0.07)).
+    pub logit_scale_init_value: f32,
+}
+
+impl Default for CLIPConfig {
+    fn default() -> Self {
+        Self {
+            text_config: CLIPTextConfig::default(),
+            vision_config: CLIPVisionConfig::default(),
+            projection_dim: 512,
+            logit_scale_init_value: 2.6592,
+        }
+    }
+}
+
+impl CLIPConfig {
+    /// Reads a `CLIPModel` `config.json`.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let json = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config: Self = serde_json::from_str(&json).map_err(|source| Error::ConfigJson {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        config.text_config.validate(path)?;
+        config.vision_config.encoder(path)?;
+        Ok(config)
     }
 }
 

@@ -1,0 +1,64 @@
+//! The real LAION aesthetic head (`tests/fixtures/aesthetic/`, copied and converted by
+//! `tests/fixtures/scripts/rewards_aesthetic.py`) against PyTorch's outputs in
+//! `aesthetic_head_golden.json`, loaded from both the `.pth` and the `.safetensors` file.
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use rocm_rewards::AestheticHead;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/aesthetic")
+        .join(name)
+}
+
+/// The golden inputs: `sin(0.37 (i+1) + 0.011 j) + 0.1 cos(0.5 j)`, L2-normalised (f64, then f32).
+fn golden_inputs(device: &Device) -> Tensor<2> {
+    let mut data = Vec::with_capacity(4 * 768);
+    for i in 0..4 {
+        let row: Vec<f64> = (0..768)
+            .map(|j| {
+                let j = j as f64;
+                (0.37 * (i + 1) as f64 + 0.011 * j).sin() + 0.1 * (0.5 * j).cos()
+            })
+            .collect();
+        let norm = row.iter().map(|v| v * v).sum::<f64>().sqrt();
+        data.extend(row.iter().map(|v| (v / norm) as f32));
+    }
+    Tensor::from_data(TensorData::new(data, [4, 768]), device)
+}
+
+fn golden_scores() -> Vec<f32> {
+    let json = std::fs::read_to_string(fixture("aesthetic_head_golden.json")).expect("golden");
+    let value: serde_json::Value = serde_json::from_str(&json).expect("json");
+    value["scores"]
+        .as_array()
+        .expect("scores")
+        .iter()
+        .map(|v| v.as_f64().expect("f64") as f32)
+        .collect()
+}
+
+fn check(file: &str) {
+    let device = Device::flex();
+    let head = AestheticHead::from_file(fixture(file), &device).expect("load head");
+    let scores = head
+        .forward(golden_inputs(&device))
+        .into_data()
+        .try_into_vec::<f32>()
+        .expect("f32");
+    for (got, want) in scores.iter().zip(golden_scores()) {
+        assert!((got - want).abs() < 1e-5, "{file}: {got} vs {want}");
+    }
+}
+
+#[test]
+fn safetensors_head_reproduces_pytorch() {
+    check("sac+logos+ava1-l14-linearMSE.safetensors");
+}
+
+#[test]
+fn pth_head_reproduces_pytorch() {
+    check("sac+logos+ava1-l14-linearMSE.pth");
+}

@@ -1,0 +1,186 @@
+//! The CLIP vision tower (`rocm_models::clip::CLIPModel`) and the CLIP rewards against transformers on
+//! a tiny seeded `CLIPModel` (fixture written by `tests/fixtures/scripts/rewards_clip.py`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use burn::store::bridge::to_data;
+use burn::store::{ModuleStore, SafetensorsStore};
+use rocm_models::clip::CLIPModel;
+use rocm_rewards::{Aesthetic, ClipScore, ClipScoreMode, PickScore, RewardModel};
+
+fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-clip")
+}
+
+fn expected() -> HashMap<String, TensorData> {
+    let mut store = SafetensorsStore::from_file(dir().join("expected.safetensors"));
+    let all = store.get_all_tensors().expect("expected.safetensors");
+    all.iter()
+        .map(|(k, t)| (k.clone(), to_data(t).expect("data")))
+        .collect()
+}
+
+fn max_abs_diff<const D: usize>(got: Tensor<D>, want: &TensorData) -> f32 {
+    assert_eq!(got.dims().to_vec(), want.shape().to_vec());
+    let got = got.into_data().try_into_vec::<f32>().expect("f32");
+    let want = want
+        .clone()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32");
+    got.iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
+}
+
+fn prompts() -> Vec<String> {
+    vec!["a photo of a cat".into(), "a dog sitting on a mat".into()]
+}
+
+fn path_str() -> String {
+    dir().to_str().expect("utf-8").to_string()
+}
+
+#[test]
+fn vision_and_text_towers_match_transformers() {
+    let device = Device::flex();
+    let e = expected();
+    let model = CLIPModel::from_pretrained(dir(), &device).expect("load CLIPModel");
+    assert!((model.logit_scale - 2.3).abs() < 1e-6);
+    let pixels = Tensor::<4>::from_data(e["pixel_values"].clone().convert::<f32>(), &device);
+    let out = model.vision_model.forward(pixels.clone());
+    let hidden = max_abs_diff(out.last_hidden_state, &e["vision_last_hidden_state"]);
+    let pooled = max_abs_diff(out.pooler_output, &e["vision_pooler_output"]);
+    let image = max_abs_diff(model.get_image_features(pixels), &e["image_embeds"]);
+    let ids = Tensor::<2, Int>::from_data(e["input_ids"].clone().convert::<i64>(), &device);
+    let text = max_abs_diff(model.get_text_features(ids), &e["text_embeds"]);
+    assert!(
+        hidden < 1e-4 && pooled < 1e-4 && image < 1e-4 && text < 1e-4,
+        "{hidden} {pooled} {image} {text}"
+    );
+}
+
+#[test]
+fn rewards_match_transformers() {
+    let device = Device::flex();
+    let e = expected();
+    let images = || Tensor::<4>::from_data(e["images"].clone().convert::<f32>(), &device);
+    let pixels = rocm_rewards::preprocess::ClipPreprocess::new(32).forward(images());
+    let dpix = max_abs_diff(pixels, &e["pixel_values"]);
+    // Normalised units (÷ std ≈ 0.27): measured 1.1e-5, i.e. 3e-6 in [0, 1] pixel units.
+    assert!(dpix < 2e-5, "pixel_values {dpix}");
+    let mut clip = ClipScore::from_pretrained(&path_str(), &device).expect("clipscore");
+    let d100 = max_abs_diff(clip.reward(images(), &prompts()), &e["clip_score"]);
+    clip.mode = ClipScoreMode::Paper { w: 2.5 };
+    let paper = max_abs_diff(clip.reward(images(), &prompts()), &e["clip_score_paper"]);
+    let pick = PickScore::from_pretrained(&path_str(), &device).expect("pickscore");
+    let dpick = max_abs_diff(pick.reward(images(), &prompts()), &e["pick_score"]);
+    let aesthetic = Aesthetic::from_pretrained(
+        &path_str(),
+        dir().join("aesthetic_head.safetensors"),
+        &device,
+    )
+    .expect("aesthetic");
+    let daes = max_abs_diff(aesthetic.reward(images(), &prompts()), &e["aesthetic"]);
+    assert!(
+        d100 < 1e-4 && paper < 1e-4 && dpick < 1e-4 && daes < 1e-4,
+        "{d100} {paper} {dpick} {daes}"
+    );
+}
+
+#[test]
+fn pickscore_gradient_reaches_pixels_and_matches_finite_differences() {
+    let device = Device::flex().autodiff();
+    let e = expected();
+    let data = e["images"].clone().convert::<f32>();
+    let shape = [2, 3, 40, 36];
+    let values = data.try_into_vec::<f32>().expect("f32");
+    let pick = PickScore::from_pretrained(&path_str(), &device).expect("pickscore");
+    let score = |v: Vec<f32>| {
+        pick.reward(
+            Tensor::from_data(TensorData::new(v, shape), &device),
+            &prompts(),
+        )
+        .sum()
+    };
+    let x = Tensor::<4>::from_data(TensorData::new(values.clone(), shape), &device).require_grad();
+    let grads = pick.reward(x.clone(), &prompts()).sum().backward();
+    let g = x
+        .grad(&grads)
+        .expect("pixel grad")
+        .into_data()
+        .try_into_vec::<f32>()
+        .expect("f32");
+    assert!(g.iter().all(|v| v.is_finite()));
+    let eps = 1e-2;
+    for k in [5, 700, 1500, 4000, 8000] {
+        let (mut plus, mut minus) = (values.clone(), values.clone());
+        plus[k] += eps;
+        minus[k] -= eps;
+        let fd =
+            (score(plus).into_scalar::<f32>() - score(minus).into_scalar::<f32>()) / (2.0 * eps);
+        assert!(
+            (fd - g[k]).abs() < 2e-3 + 2e-2 * fd.abs(),
+            "pixel {k}: fd {fd} vs autodiff {}",
+            g[k]
+        );
+    }
+}
+
+#[test]
+fn hpsv2_matches_open_clip_from_safetensors_and_pt() {
+    let device = Device::flex();
+    let hps_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-open-clip");
+    let mut store = SafetensorsStore::from_file(hps_dir.join("expected.safetensors"));
+    let all = store.get_all_tensors().expect("expected");
+    let images = Tensor::<4>::from_data(
+        to_data(&all["images"]).expect("images").convert::<f32>(),
+        &device,
+    );
+    let want = to_data(&all["hps"]).expect("hps");
+    let hps = rocm_rewards::HpsV2::from_dir(&hps_dir, &device).expect("load HPS (safetensors)");
+    let d = max_abs_diff(hps.reward(images.clone(), &prompts()), &want);
+    assert!(d < 1e-4, "safetensors: {d}");
+    let config =
+        rocm_models::clip::CLIPConfig::from_file(hps_dir.join("config.json")).expect("config");
+    let tokenizer = rocm_models::tokenizer::CLIPTokenizer::from_dir(&hps_dir).expect("tokenizer");
+    let pt = rocm_rewards::HpsV2::from_file(
+        &hps_dir.join("open_clip_model.pt"),
+        &config,
+        tokenizer,
+        &device,
+    )
+    .expect("load HPS (.pt)");
+    let d = max_abs_diff(pt.reward(images, &prompts()), &want);
+    assert!(d < 1e-4, ".pt: {d}");
+}
+
+#[test]
+#[ignore = "needs openai/clip-vit-large-patch14 in the Hugging Face cache"]
+fn real_aesthetic_scores_a_grey_image_in_range() {
+    let device = Device::flex();
+    let head = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/aesthetic/sac+logos+ava1-l14-linearMSE.safetensors");
+    let aesthetic = Aesthetic::from_pretrained(Aesthetic::CLIP_REPO, head, &device).expect("load");
+    let score = aesthetic
+        .reward(Tensor::full([1, 3, 256, 256], 0.5, &device), &["".into()])
+        .into_scalar::<f32>();
+    assert!((0.0..10.0).contains(&score), "{score}");
+}
+
+#[test]
+#[ignore = "needs yuvalkirstain/PickScore_v1 in the Hugging Face cache"]
+fn real_pickscore_is_in_its_usual_range() {
+    let device = Device::flex();
+    let pick = PickScore::from_pretrained(PickScore::REPO, &device).expect("load");
+    let score = pick
+        .reward(
+            Tensor::full([1, 3, 224, 224], 0.5, &device),
+            &["a grey square".into()],
+        )
+        .into_scalar::<f32>();
+    assert!((5.0..30.0).contains(&score), "{score}");
+}

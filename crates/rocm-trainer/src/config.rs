@@ -1,0 +1,331 @@
+//! [`TrainConfig`]: every setting of a ROCM run, read from TOML.
+//!
+//! Unknown fields are rejected with their name (serde's `deny_unknown_fields`), so a typo never
+//! silently falls back to a default. Every default is the paper's setting (METHOD.md §5) where the
+//! paper gives one, and says "ours" where it does not.
+
+use std::path::{Path, PathBuf};
+
+use rocm_divergence::{FDivergence, Reduction};
+use rocm_lora::{InitLoraWeights, LoraConfig, TargetModules};
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+use crate::schedule::LrSchedule;
+
+/// How the divergence of a step is reduced over the latent's elements (METHOD.md §4).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReductionKind {
+    /// Average over the elements (default; keeps β independent of the resolution).
+    #[default]
+    Mean,
+    /// Sum over the elements.
+    Sum,
+}
+
+impl From<ReductionKind> for Reduction {
+    fn from(r: ReductionKind) -> Self {
+        match r {
+            ReductionKind::Mean => Reduction::Mean,
+            ReductionKind::Sum => Reduction::Sum,
+        }
+    }
+}
+
+/// Which guidance the sampler applies (METHOD.md §1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuidanceKind {
+    /// LCM's distilled guidance embedding, `w = guidance_scale − 1` (default).
+    #[default]
+    Embedded,
+    /// No guidance (unconditional or guidance-free models such as the toy).
+    None,
+}
+
+/// The LoRA adapters (PEFT's names). Default: the paper's r = 16, α = 32, gaussian init on
+/// `to_q`, `to_k`, `to_v`, `to_out.0`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoraSection {
+    /// Rank `r` (default 16).
+    pub r: usize,
+    /// `α`; the adapter output is scaled by `α / r` (default 32).
+    pub alpha: f64,
+    /// Module names (or path suffixes) that get adapters (default `to_q, to_k, to_v, to_out.0`).
+    pub target_modules: Vec<String>,
+    /// `"gaussian"` (`A ~ N(0, 1/r)`, `B = 0`; default) or `"default"` (PEFT's Kaiming A).
+    pub init: String,
+    /// Dropout on the adapter input (default 0).
+    pub dropout: f64,
+    /// Seed of the factors' host RNG (default 0).
+    pub seed: u64,
+}
+
+impl Default for LoraSection {
+    fn default() -> Self {
+        Self {
+            r: 16,
+            alpha: 32.0,
+            target_modules: ["to_q", "to_k", "to_v", "to_out.0"]
+                .map(String::from)
+                .to_vec(),
+            init: "gaussian".into(),
+            dropout: 0.0,
+            seed: 0,
+        }
+    }
+}
+
+impl LoraSection {
+    /// The [`LoraConfig`] to pass to [`rocm_lora::apply_lora`].
+    pub fn to_lora_config(&self) -> LoraConfig {
+        let init = if self.init == "gaussian" {
+            InitLoraWeights::Gaussian
+        } else {
+            InitLoraWeights::Default
+        };
+        LoraConfig::new(
+            self.r,
+            self.alpha,
+            TargetModules::names(&self.target_modules),
+        )
+        .with_init_lora_weights(init)
+        .with_lora_dropout(self.dropout)
+        .with_seed(self.seed)
+    }
+}
+
+/// Every setting of a ROCM run (METHOD.md §3, §5; the paper's Algorithm 2).
+///
+/// ```toml
+/// iterations = 1000
+/// beta = 0.1
+/// divergence = "kl"
+/// [lora]
+/// r = 16
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Base model (a Hugging Face id or local diffusers folder), read by the CLI
+    /// (default `SimianLuo/LCM_Dreamshaper_v7`).
+    pub pretrained_model: String,
+    /// Reward model name (`pickscore`, `hpsv2`, `clipscore`, `aesthetic`), read by the CLI
+    /// (default `pickscore`).
+    pub reward: String,
+    /// Training prompts, one per line (default none: the caller supplies prompts).
+    pub prompts_file: Option<PathBuf>,
+    /// `K`, sampler steps per rollout (default 8).
+    pub num_steps: usize,
+    /// Guidance scale `g` (default 7.5).
+    pub guidance_scale: f32,
+    /// Guidance kind (default `embedded`).
+    pub guidance: GuidanceKind,
+    /// The LoRA adapters.
+    pub lora: LoraSection,
+    /// Regularisation strength β; 0 is the paper's "No-Regularization" (default 0.1, ours:
+    /// the paper balances β so that β·D is about a tenth of the reward).
+    pub beta: f64,
+    /// The divergence, by `rocm_divergence::by_name` (`kl`, `reverse_kl`, `js`, `hellinger_sq`,
+    /// `fisher`, `chi2`, `tv`; default `kl`).
+    pub divergence: String,
+    /// Reduction of the per-element divergence over the latent (default `mean`).
+    pub reduction: ReductionKind,
+    /// Recompute each sampler step in the backward pass to bound memory by one model call
+    /// (default true).
+    pub gradient_checkpointing: bool,
+    /// Prompts per micro-batch `B` (default 1, the paper's per-GPU batch).
+    pub batch_size: usize,
+    /// Micro-batches whose gradients are averaged before each update (default 1).
+    pub gradient_accumulation_steps: usize,
+    /// Global gradient-norm clip over all adapter gradients; 0 disables (default 1.0, ours).
+    pub max_grad_norm: f64,
+    /// AdamW learning rate (default 6e-5).
+    pub learning_rate: f64,
+    /// Learning-rate schedule (default constant).
+    pub lr_schedule: LrSchedule,
+    /// Warm-up iterations of `linear_warmup` and `cosine` (default 0).
+    pub warmup_steps: usize,
+    /// Final learning rate of `cosine` as a fraction of `learning_rate` (default 0).
+    pub min_lr_ratio: f64,
+    /// AdamW β₁ (default 0.9).
+    pub adam_beta1: f32,
+    /// AdamW β₂ (default 0.999).
+    pub adam_beta2: f32,
+    /// AdamW ε (default 1e-8, PyTorch's; Burn's own default is 1e-5).
+    pub adam_epsilon: f32,
+    /// AdamW decoupled weight decay (default 1e-2, PyTorch's; Burn's own default is 1e-4).
+    pub weight_decay: f32,
+    /// Training iterations (optimizer updates; default 1000, ours).
+    pub iterations: usize,
+    /// Seed of the host RNG that draws prompts and noise (default 0).
+    pub seed: u64,
+    /// Write a checkpoint every this many iterations; 0 disables (default 100).
+    pub checkpoint_every: usize,
+    /// Evaluation prompts (default none).
+    pub eval_prompts: Vec<String>,
+    /// Evaluation noise seeds, one per image (default `[0, 1, 2, 3]`).
+    pub eval_seeds: Vec<u64>,
+    /// Evaluate every this many iterations; 0 disables (default 100).
+    pub eval_every: usize,
+    /// Where metrics and checkpoints go (default `runs/rocm`).
+    pub output_dir: PathBuf,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            pretrained_model: "SimianLuo/LCM_Dreamshaper_v7".into(),
+            reward: "pickscore".into(),
+            prompts_file: None,
+            num_steps: 8,
+            guidance_scale: 7.5,
+            guidance: GuidanceKind::Embedded,
+            lora: LoraSection::default(),
+            beta: 0.1,
+            divergence: "kl".into(),
+            reduction: ReductionKind::Mean,
+            gradient_checkpointing: true,
+            batch_size: 1,
+            gradient_accumulation_steps: 1,
+            max_grad_norm: 1.0,
+            learning_rate: 6e-5,
+            lr_schedule: LrSchedule::Constant,
+            warmup_steps: 0,
+            min_lr_ratio: 0.0,
+            adam_beta1: 0.9,
+            adam_beta2: 0.999,
+            adam_epsilon: 1e-8,
+            weight_decay: 1e-2,
+            iterations: 1000,
+            seed: 0,
+            checkpoint_every: 100,
+            eval_prompts: Vec::new(),
+            eval_seeds: vec![0, 1, 2, 3],
+            eval_every: 100,
+            output_dir: PathBuf::from("runs/rocm"),
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Parses a TOML document; `path` only names the source in errors.
+    pub fn from_toml_str(text: &str, path: impl AsRef<Path>) -> Result<Self, Error> {
+        let config: Self = toml::from_str(text).map_err(|e| Error::Config {
+            path: path.as_ref().to_path_buf(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and parses a TOML file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(crate::error::io(path))?;
+        Self::from_toml_str(&text, path)
+    }
+
+    /// The configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot serialise: {e}"))
+    }
+
+    /// The divergence named by [`TrainConfig::divergence`].
+    pub fn divergence(&self) -> Result<Box<dyn FDivergence + Send + Sync>, Error> {
+        rocm_divergence::by_name(&self.divergence).ok_or_else(|| Error::InvalidField {
+            field: "divergence",
+            message: format!(
+                "unknown divergence `{}`, expected one of {:?}",
+                self.divergence,
+                rocm_divergence::NAMES
+            ),
+        })
+    }
+
+    /// Checks ranges and names.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |field, message: String| Err(Error::InvalidField { field, message });
+        if self.num_steps == 0 {
+            return bad("num_steps", "must be at least 1".into());
+        }
+        if self.batch_size == 0 {
+            return bad("batch_size", "must be at least 1".into());
+        }
+        if self.gradient_accumulation_steps == 0 {
+            return bad("gradient_accumulation_steps", "must be at least 1".into());
+        }
+        if !(self.beta.is_finite() && self.beta >= 0.0) {
+            return bad("beta", format!("must be finite and ≥ 0, got {}", self.beta));
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate >= 0.0) {
+            return bad(
+                "learning_rate",
+                format!("must be ≥ 0, got {}", self.learning_rate),
+            );
+        }
+        if !(self.max_grad_norm.is_finite() && self.max_grad_norm >= 0.0) {
+            return bad(
+                "max_grad_norm",
+                format!("must be ≥ 0, got {}", self.max_grad_norm),
+            );
+        }
+        if !matches!(self.lora.init.as_str(), "gaussian" | "default") {
+            return bad(
+                "lora.init",
+                format!("expected `gaussian` or `default`, got `{}`", self.lora.init),
+            );
+        }
+        self.divergence().map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_papers() {
+        let c = TrainConfig::from_toml_str("", "<string>").unwrap();
+        assert_eq!(c, TrainConfig::default());
+        assert_eq!(
+            (c.num_steps, c.guidance_scale, c.learning_rate),
+            (8, 7.5, 6e-5)
+        );
+        assert_eq!((c.lora.r, c.lora.alpha), (16, 32.0));
+        assert_eq!(c.lora.to_lora_config(), LoraConfig::paper());
+    }
+
+    #[test]
+    fn round_trips_through_toml() {
+        let c = TrainConfig {
+            beta: 0.5,
+            divergence: "js".into(),
+            lr_schedule: LrSchedule::Cosine,
+            ..TrainConfig::default()
+        };
+        assert_eq!(TrainConfig::from_toml_str(&c.to_toml(), "x").unwrap(), c);
+    }
+
+    #[test]
+    fn unknown_fields_are_named() {
+        let err = TrainConfig::from_toml_str("lerning_rate = 1e-4\n", "run.toml").unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("lerning_rate") && msg.contains("run.toml"),
+            "{msg}"
+        );
+        let err = TrainConfig::from_toml_str("[lora]\nrank = 4\n", "run.toml").unwrap_err();
+        assert!(err.to_string().contains("rank"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let err = TrainConfig::from_toml_str("divergence = \"kll\"\n", "x").unwrap_err();
+        assert!(err.to_string().contains("`divergence`"), "{err}");
+        let err = TrainConfig::from_toml_str("batch_size = 0\n", "x").unwrap_err();
+        assert!(err.to_string().contains("batch_size"), "{err}");
+    }
+}

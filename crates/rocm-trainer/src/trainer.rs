@@ -1,0 +1,450 @@
+//! [`RocmTrainer`]: the paper's Algorithm 2 (METHOD.md §5).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::prelude::*;
+use rand::{RngExt, SeedableRng, rngs::ChaCha8Rng};
+use rocm_divergence::{FDivergence, Reduction};
+use rocm_lora::LoraContainer;
+use rocm_sampler::{
+    ConsistencyModel, GradientMode, Guidance, Sampler, SamplerNoise, SamplerOptions,
+};
+
+use crate::checkpoint::{self, CheckpointState};
+use crate::objective::{RocmObjective, step_divergence};
+use crate::{
+    Error, GuidanceKind, IterationMetrics, LatentReward, MetricsWriter, PromptEncoder, TrainConfig,
+    grads,
+};
+
+/// The ROCM training loop: reward optimisation of a LoRA-adapted consistency model by
+/// back-propagating through the whole `K`-step sampler, regularised by an f-divergence to the
+/// frozen base (METHOD.md §3, §5).
+///
+/// One [`RocmTrainer::train_iteration`] is one optimizer update:
+///
+/// ```text
+/// draw B·A (prompt, noise seed) pairs from the run's ChaCha8 RNG     (A = accumulation steps)
+/// for each of the A micro-batches of B:
+///     c = encode(prompts)                                               (frozen, no grad)
+///     roll out x_0 → x_K with gradients (Sampler::gradients, plain or per-step checkpointed)
+///     loss = −mean_b R(x_K) + β mean_b Σ_{k<K−1} D(π_θ(·|x_k) ‖ π_ref(·|x_k))
+///     accumulate ∂loss/∂θ
+/// average the A gradients; clip their global norm; AdamW step at the scheduled rate
+/// ```
+///
+/// The reference policy is the model's `predict_base` (adapters off) on the policy's own state,
+/// detached. The model must be a [`Module`] whose only trainable (`require_grad`) parameters
+/// are its LoRA adapters ([`rocm_lora::apply_lora`] freezes the rest), living on an autodiff
+/// `device`. Sample noise is drawn per sample on the host (`SamplerNoise::from_seed` with a
+/// per-sample seed), so a batch of `B·A` equals `A` micro-batches of `B`, and a run is
+/// deterministic on CPU.
+pub struct RocmTrainer<const D: usize, M, R, F, P> {
+    model: M,
+    reward: R,
+    divergence: F,
+    encoder: P,
+    prompts: Vec<String>,
+    latent_shape: [usize; D],
+    config: TrainConfig,
+    sampler: Sampler,
+    optimizer: ModuleOptimizer,
+    rng: ChaCha8Rng,
+    step: usize,
+    device: Device,
+}
+
+/// The averaged gradients of one iteration, before clipping, and what the rollouts measured.
+#[derive(Debug)]
+pub struct IterationGradients {
+    /// `∂loss/∂θ` of every adapter parameter, averaged over the micro-batches.
+    pub grads: GradientsParams,
+    /// The loss, averaged over the micro-batches.
+    pub loss: f64,
+    /// `mean_b R(x_K)` over the whole batch.
+    pub reward_mean: f64,
+    /// `mean_b D_k` of every non-final step, without β.
+    pub divergence_per_step: Vec<f64>,
+}
+
+/// The AdamW of a configuration (PyTorch's ε and weight decay by default, see [`TrainConfig`]).
+pub fn adamw(config: &TrainConfig) -> ModuleOptimizer {
+    AdamWConfig::new()
+        .with_beta_1(config.adam_beta1)
+        .with_beta_2(config.adam_beta2)
+        .with_epsilon(config.adam_epsilon)
+        .with_weight_decay(config.weight_decay)
+        .init()
+}
+
+impl<const D: usize, M, R, F, P> RocmTrainer<D, M, R, F, P>
+where
+    M: ConsistencyModel<D> + Module + LoraContainer,
+    R: LatentReward<D>,
+    F: FDivergence,
+    P: PromptEncoder<M::Conditioning>,
+{
+    /// A trainer at step 0.
+    ///
+    /// - `prompts`: the training prompts (for unconditional models, any non-empty list)
+    /// - `latent_shape`: the shape of one sample's latent with a leading 1, e.g. `[1, 4, 64, 64]`
+    /// - `device`: the model's own autodiff `Device` value (noise is created on it)
+    ///
+    /// Errors when the configuration is invalid, `prompts` is empty or `device` has no autodiff.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        model: M,
+        reward: R,
+        divergence: F,
+        encoder: P,
+        prompts: Vec<String>,
+        latent_shape: [usize; D],
+        config: TrainConfig,
+        device: Device,
+    ) -> Result<Self, Error> {
+        config.validate()?;
+        if prompts.is_empty() {
+            return Err(Error::InvalidField {
+                field: "prompts_file",
+                message: "no training prompts".into(),
+            });
+        }
+        if !device.is_autodiff() {
+            return Err(Error::InvalidField {
+                field: "device",
+                message: "training needs an autodiff device (`device.autodiff()`)".into(),
+            });
+        }
+        Ok(Self {
+            optimizer: adamw(&config),
+            rng: ChaCha8Rng::seed_from_u64(config.seed),
+            model,
+            reward,
+            divergence,
+            encoder,
+            prompts,
+            latent_shape,
+            config,
+            sampler: Sampler::default(),
+            step: 0,
+            device,
+        })
+    }
+
+    /// Uses another sampler (scheduler) than SD 1.5's LCM default.
+    pub fn with_sampler(mut self, sampler: Sampler) -> Self {
+        self.sampler = sampler;
+        self
+    }
+
+    /// The model being trained.
+    pub fn model(&self) -> &M {
+        &self.model
+    }
+
+    /// The trained model.
+    pub fn into_model(self) -> M {
+        self.model
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    /// Iterations completed.
+    pub fn step(&self) -> usize {
+        self.step
+    }
+
+    /// The sampler options of training rollouts (base recorded for the divergence).
+    pub fn sampler_options(&self) -> SamplerOptions<M::Conditioning> {
+        let guidance = match self.config.guidance {
+            GuidanceKind::Embedded => Guidance::embedded(self.config.guidance_scale),
+            GuidanceKind::None => Guidance::None,
+        };
+        SamplerOptions::new(self.config.num_steps)
+            .with_guidance(guidance)
+            .with_base(true)
+    }
+
+    /// The noise of a batch: sample `i` is `SamplerNoise::from_seed(latent_shape, K, seeds[i])`.
+    pub fn batch_noise(&self, seeds: &[u64]) -> SamplerNoise<D> {
+        let k = self.config.num_steps;
+        let parts: Vec<_> = seeds
+            .iter()
+            .map(|&s| SamplerNoise::from_seed(self.latent_shape, k, s, &self.device))
+            .collect();
+        let initial = Tensor::cat(parts.iter().map(|n| n.initial.clone()).collect(), 0);
+        let steps = (0..k.saturating_sub(1))
+            .map(|j| Tensor::cat(parts.iter().map(|n| n.steps[j].clone()).collect(), 0))
+            .collect();
+        SamplerNoise::new(initial, steps)
+    }
+
+    /// The averaged gradients of the next iteration's loss (before clipping), drawing its
+    /// prompts and noise from the run's RNG but not updating the model: the first half of
+    /// [`RocmTrainer::train_iteration`].
+    ///
+    /// Errors when the sampler refuses the options or the loss is not finite.
+    pub fn iteration_gradients(&mut self) -> Result<IterationGradients, Error> {
+        let step = self.step + 1;
+        let (b, micro) = (
+            self.config.batch_size,
+            self.config.gradient_accumulation_steps,
+        );
+        let draws: Vec<(String, u64)> = (0..b * micro)
+            .map(|_| {
+                let i = self.rng.random_range(0..self.prompts.len());
+                (self.prompts[i].clone(), self.rng.random::<u64>())
+            })
+            .collect();
+        let options = self.sampler_options();
+        let reduction = Reduction::from(self.config.reduction);
+        let mode = if self.config.gradient_checkpointing {
+            GradientMode::Checkpointed
+        } else {
+            GradientMode::Plain
+        };
+        let mut acc = GradientsAccumulator::<M>::new();
+        let (mut reward_sum, mut loss_sum) = (0.0f64, 0.0f64);
+        let mut div_sums = vec![0.0f64; self.config.num_steps.saturating_sub(1)];
+        for chunk in draws.chunks(b) {
+            let prompts: Vec<String> = chunk.iter().map(|(p, _)| p.clone()).collect();
+            let seeds: Vec<u64> = chunk.iter().map(|(_, s)| *s).collect();
+            let conditioning = self.encoder.encode(&prompts);
+            let objective = RocmObjective {
+                reward: &self.reward,
+                divergence: &self.divergence,
+                beta: self.config.beta,
+                reduction,
+                prompts: &prompts,
+            };
+            let out = self
+                .sampler
+                .gradients(
+                    &self.model,
+                    &conditioning,
+                    self.batch_noise(&seeds),
+                    &options,
+                    &objective,
+                    mode,
+                )
+                .map_err(|source| Error::Sampler { step, source })?;
+            loss_sum += f64::from(out.loss.into_scalar::<f32>());
+            reward_sum -= host_sum(out.final_term);
+            for s in &out.trajectory.steps {
+                let d = s
+                    .policy
+                    .as_ref()
+                    .and_then(|p| step_divergence(&self.divergence, p, reduction));
+                if let Some(d) = d {
+                    div_sums[s.index] += host_sum(d);
+                }
+            }
+            acc.accumulate(&self.model, out.grads);
+        }
+        let n = (b * micro) as f64;
+        let loss = loss_sum / micro as f64;
+        let reward_mean = reward_sum / n;
+        if !loss.is_finite() {
+            return Err(Error::NonFinite {
+                step,
+                what: "loss",
+                value: loss,
+            });
+        }
+        let mut grads = acc.grads();
+        if micro > 1 {
+            grads::scale_gradients(&self.model, &mut grads, 1.0 / micro as f64);
+        }
+        Ok(IterationGradients {
+            grads,
+            loss,
+            reward_mean,
+            divergence_per_step: div_sums.iter().map(|d| d / n).collect(),
+        })
+    }
+
+    /// Runs one iteration (one optimizer update) and returns its metrics.
+    ///
+    /// Errors (before touching the model or optimizer) when the sampler refuses the options or
+    /// the loss or gradient norm is not finite.
+    pub fn train_iteration(&mut self) -> Result<IterationMetrics, Error> {
+        let start = Instant::now();
+        let step = self.step + 1;
+        let IterationGradients {
+            mut grads,
+            loss,
+            reward_mean,
+            divergence_per_step,
+        } = self.iteration_gradients()?;
+        let grad_norm = grads::clip_global_norm(&self.model, &mut grads, self.config.max_grad_norm);
+        if !grad_norm.is_finite() {
+            return Err(Error::NonFinite {
+                step,
+                what: "grad norm",
+                value: grad_norm,
+            });
+        }
+        let c = &self.config;
+        let lr = c.lr_schedule.lr(
+            c.learning_rate,
+            self.step,
+            c.iterations,
+            c.warmup_steps,
+            c.min_lr_ratio,
+        );
+        self.model = self.optimizer.step(lr, self.model.clone(), grads);
+        self.step = step;
+        let metrics = IterationMetrics {
+            step,
+            reward_mean,
+            divergence_mean: divergence_per_step.iter().sum(),
+            divergence_per_step,
+            loss,
+            grad_norm,
+            lr,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        log::debug!("{metrics:?}");
+        Ok(metrics)
+    }
+
+    /// Trains until `config.iterations`, appending metrics to `<output_dir>/metrics.{jsonl,csv}`,
+    /// checkpointing every `config.checkpoint_every` iterations (and at the end) under
+    /// `<output_dir>/checkpoints`, and calling `on_iteration` after each iteration. A
+    /// non-finite loss stops the run with [`Error::NonFinite`]; the last checkpoint stays.
+    pub fn run(
+        &mut self,
+        mut on_iteration: impl FnMut(&IterationMetrics),
+    ) -> Result<Vec<IterationMetrics>, Error> {
+        let out = self.config.output_dir.clone();
+        let mut writer = MetricsWriter::open(&out)?;
+        let every = self.config.checkpoint_every;
+        let mut all = Vec::new();
+        while self.step < self.config.iterations {
+            let m = self.train_iteration()?;
+            writer.write(&m)?;
+            on_iteration(&m);
+            let eval_every = self.config.eval_every;
+            if eval_every > 0 && self.step.is_multiple_of(eval_every) {
+                self.write_eval(&out)?;
+            }
+            if (every > 0 && self.step.is_multiple_of(every)) || self.step == self.config.iterations
+            {
+                self.save_checkpoint(&self.checkpoints_dir())?;
+            }
+            all.push(m);
+        }
+        Ok(all)
+    }
+
+    /// Appends `{"step", "reward_mean", "rewards"}` of the evaluation prompts × seeds
+    /// (`config.eval_prompts`, `config.eval_seeds`) to `<out>/eval.jsonl`; nothing without
+    /// evaluation prompts.
+    fn write_eval(&self, out: &Path) -> Result<(), Error> {
+        use std::io::Write;
+        let c = &self.config;
+        if c.eval_prompts.is_empty() || c.eval_seeds.is_empty() {
+            return Ok(());
+        }
+        let (prompts, seeds): (Vec<String>, Vec<u64>) = c
+            .eval_prompts
+            .iter()
+            .flat_map(|p| c.eval_seeds.iter().map(move |s| (p.clone(), *s)))
+            .unzip();
+        let rewards = self.evaluate(&prompts, &seeds)?;
+        let mean = rewards.iter().map(|r| f64::from(*r)).sum::<f64>() / rewards.len() as f64;
+        let line = serde_json::json!({"step": self.step, "reward_mean": mean, "rewards": rewards});
+        let path = out.join("eval.jsonl");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(crate::error::io(&path))?;
+        writeln!(file, "{line}").map_err(crate::error::io(&path))?;
+        log::info!("step {}: evaluation reward {mean:.4}", self.step);
+        Ok(())
+    }
+
+    /// `<output_dir>/checkpoints`.
+    pub fn checkpoints_dir(&self) -> PathBuf {
+        self.config.output_dir.join("checkpoints")
+    }
+
+    /// Writes a checkpoint of the current step under `root` (see [`crate::checkpoint`]).
+    pub fn save_checkpoint(&self, root: &Path) -> Result<PathBuf, Error> {
+        let state = CheckpointState {
+            step: self.step,
+            seed: self.config.seed,
+            rng_word_pos: self.rng.get_word_pos().to_string(),
+        };
+        checkpoint::save_checkpoint(root, &self.model, &self.optimizer, &state)
+    }
+
+    /// Continues from the checkpoint in `dir`: adapter values (with their ids), optimizer state,
+    /// RNG position and step. The trainer must have been built like the saved run's (same
+    /// model and adapters, same seed).
+    pub fn resume(&mut self, dir: &Path) -> Result<(), Error> {
+        let optimizer = std::mem::replace(&mut self.optimizer, adamw(&self.config));
+        let (optimizer, state) = checkpoint::load_checkpoint(dir, &mut self.model, optimizer)?;
+        if state.seed != self.config.seed {
+            return Err(Error::Resume {
+                path: dir.to_path_buf(),
+                message: format!(
+                    "seed {} in the checkpoint, {} in the config",
+                    state.seed, self.config.seed
+                ),
+            });
+        }
+        let pos: u128 = state.rng_word_pos.parse().map_err(|_| Error::Resume {
+            path: dir.to_path_buf(),
+            message: format!("bad rng_word_pos `{}`", state.rng_word_pos),
+        })?;
+        let mut rng = ChaCha8Rng::seed_from_u64(state.seed);
+        rng.set_word_pos(pos);
+        self.rng = rng;
+        self.optimizer = optimizer;
+        self.step = state.step;
+        log::info!("resumed from {} at step {}", dir.display(), self.step);
+        Ok(())
+    }
+
+    /// The reward of each final latent for the given prompts and noise seeds (one sample per
+    /// pair), sampled without a graph. Returns `[reward_i]` in order.
+    pub fn evaluate(&self, prompts: &[String], seeds: &[u64]) -> Result<Vec<f32>, Error> {
+        let conditioning = self.encoder.encode(prompts);
+        let trajectory = self
+            .sampler
+            .sample_no_grad(
+                &self.model,
+                &conditioning,
+                self.batch_noise(seeds),
+                &self.sampler_options().with_base(false),
+            )
+            .map_err(|source| Error::Sampler {
+                step: self.step,
+                source,
+            })?;
+        let latent = Tensor::<D>::from_data(trajectory.final_latent.into_data(), &self.device);
+        let r = self.reward.reward(latent, prompts);
+        Ok(r.into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap_or_default())
+    }
+}
+
+/// The sum of a `[B]` tensor, on the host in f64.
+fn host_sum(t: Tensor<1>) -> f64 {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap_or_default()
+        .iter()
+        .map(|v| f64::from(*v))
+        .sum()
+}

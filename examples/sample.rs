@@ -1,0 +1,268 @@
+//! Text-to-image with a latent consistency model (diffusers' `LatentConsistencyModelPipeline`).
+//!
+//! ```text
+//! cargo run --release --example sample -- --model SimianLuo/LCM_Dreamshaper_v7 \
+//!     --prompt "a photo of a cat" --prompt "a watercolor of a lighthouse" \
+//!     --steps 4 --guidance 8.0 --seed 0 --out out/
+//! ```
+//!
+//! `--model` is a diffusers pipeline folder (`unet/`, `vae/`, `text_encoder/`, `tokenizer/`,
+//! `scheduler/`) or a hub id resolved in the Hugging Face cache (`HF_HOME`, `HF_HUB_CACHE`).
+//! Writes `OUT/image-<i>.png` per prompt and `OUT/grid.png`, with per-step progress on stderr.
+//!
+//! Options that make a run comparable with diffusers exactly:
+//! - `--noise FILE`: safetensors with `latents` `[B,4,h,w]` (x_0) and `noise` `[K−1,B,4,h,w]`
+//!   (`noise[k]` = z_k, the scheduler's re-noising draw at step k), f32, used instead of the RNG;
+//! - `--out-tensor FILE`: writes safetensors with `image` `[B,3,H,W]` f32 in `[0, 1]`, before the
+//!   8-bit quantisation `(x·255).round()` of the PNGs.
+//!
+//! `--device auto|flex|wgpu|cuda[:N]` (default `auto`) picks a backend compiled in by Cargo
+//! feature. Bad input prints one line on stderr and exits with code 2.
+
+#![allow(clippy::print_stdout)] // an example owns the terminal
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use burn::prelude::*;
+use rocm::models::pipeline::{LcmPipeline, NoiseSource};
+use rocm::sampler::SamplerNoise;
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+
+const USAGE: &str = "usage: sample --model DIR|ORG/NAME --prompt TEXT [--prompt TEXT …] [--steps K] \
+[--guidance G] [--seed S] --out DIR [--noise FILE] [--out-tensor FILE] [--device auto|flex|wgpu|cuda]";
+
+/// Parsed command line.
+#[derive(Debug)]
+struct Args {
+    model: String,
+    prompts: Vec<String>,
+    steps: usize,
+    guidance: f32,
+    seed: u64,
+    out: PathBuf,
+    noise: Option<PathBuf>,
+    out_tensor: Option<PathBuf>,
+    device: String,
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run() -> Result<(), String> {
+    let args = parse_args(std::env::args().skip(1))?;
+    let (device, backend) = rocm::select_device(&args.device).map_err(|e| e.to_string())?;
+    eprintln!("loading {} on {backend}", args.model);
+    let pipeline = load(&args.model, &device)?;
+    let prompts: Vec<&str> = args.prompts.iter().map(String::as_str).collect();
+    let noise = match &args.noise {
+        Some(path) => NoiseSource::Injected(read_noise(path, prompts.len(), args.steps, &device)?),
+        None => NoiseSource::Seed(args.seed),
+    };
+    let start = Instant::now();
+    let progress = |k: usize, total: usize| {
+        let secs = start.elapsed().as_secs_f32();
+        eprintln!("step {k}/{total} ({secs:.1} s)");
+    };
+    let images = pipeline
+        .generate_with_progress(&prompts, args.steps, args.guidance, noise, progress)
+        .map_err(|e| e.to_string())?;
+    let [batch, channels, height, width] = images.dims();
+    let pixels: Vec<f32> = images
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| format!("reading the images back: {e:?}"))?;
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
+    if let Some(path) = &args.out_tensor {
+        write_tensor(path, "image", &pixels, &[batch, channels, height, width])?;
+        println!("{}", path.display());
+    }
+    let rgb: Vec<Vec<u8>> = (0..batch)
+        .map(|b| to_rgb8(&pixels[b * 3 * height * width..(b + 1) * 3 * height * width]))
+        .collect();
+    for (b, image) in rgb.iter().enumerate() {
+        let path = args.out.join(format!("image-{b}.png"));
+        write_png(&path, image, width, height)?;
+        println!("{}", path.display());
+    }
+    let (grid, grid_w, grid_h) = make_grid(&rgb, width, height);
+    let path = args.out.join("grid.png");
+    write_png(&path, &grid, grid_w, grid_h)?;
+    println!("{}", path.display());
+    Ok(())
+}
+
+fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut args = Args {
+        model: String::new(),
+        prompts: Vec::new(),
+        steps: 4,
+        guidance: 8.0,
+        seed: 0,
+        out: PathBuf::new(),
+        noise: None,
+        out_tensor: None,
+        device: "auto".into(),
+    };
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value\n{USAGE}"));
+        match flag.as_str() {
+            "--model" => args.model = value()?,
+            "--prompt" => args.prompts.push(value()?),
+            "--steps" => args.steps = parse_number(&flag, &value()?)?,
+            "--guidance" => args.guidance = parse_number(&flag, &value()?)?,
+            "--seed" => args.seed = parse_number(&flag, &value()?)?,
+            "--out" => args.out = value()?.into(),
+            "--noise" => args.noise = Some(value()?.into()),
+            "--out-tensor" => args.out_tensor = Some(value()?.into()),
+            "--device" => args.device = value()?,
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown option `{other}`\n{USAGE}")),
+        }
+    }
+    if args.model.is_empty() || args.prompts.is_empty() || args.out.as_os_str().is_empty() {
+        return Err(format!("--model, --prompt and --out are required\n{USAGE}"));
+    }
+    if args.steps == 0 {
+        return Err("--steps must be at least 1".into());
+    }
+    Ok(args)
+}
+
+fn parse_number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, String> {
+    text.parse()
+        .map_err(|_| format!("{flag}: `{text}` is not a valid number"))
+}
+
+/// A folder path (an existing directory, or anything that does not look like `Org/Name`) is
+/// loaded as is; otherwise the hub cache is searched.
+fn load(model: &str, device: &Device) -> Result<LcmPipeline, String> {
+    let path = Path::new(model);
+    let looks_like_repo_id = model.matches('/').count() == 1
+        && !model.starts_with(['.', '/', '~'])
+        && !model.contains('\\');
+    let result = if path.is_dir() || !looks_like_repo_id {
+        LcmPipeline::from_folder(path, device)
+    } else {
+        LcmPipeline::from_hub(model, device)
+    };
+    result.map_err(|e| e.to_string())
+}
+
+/// Reads `latents` `[B,C,h,w]` and `noise` `[K−1,B,C,h,w]` (f32) from a safetensors file.
+fn read_noise(
+    path: &Path,
+    batch: usize,
+    steps: usize,
+    device: &Device,
+) -> Result<SamplerNoise<4>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let file = SafeTensors::deserialize(&bytes)
+        .map_err(|e| format!("{} is not a safetensors file: {e}", path.display()))?;
+    let get = |name: &str, rank: usize| -> Result<(Vec<usize>, Vec<f32>), String> {
+        let view = file
+            .tensor(name)
+            .map_err(|_| format!("{}: no tensor `{name}`", path.display()))?;
+        if view.dtype() != Dtype::F32 || view.shape().len() != rank {
+            return Err(format!(
+                "{}: `{name}` is {:?} {:?}, expected a rank-{rank} F32 tensor",
+                path.display(),
+                view.dtype(),
+                view.shape()
+            ));
+        }
+        let values = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Ok((view.shape().to_vec(), values))
+    };
+    let (latent_shape, latents) = get("latents", 4)?;
+    let (noise_shape, noise) = get("noise", 5)?;
+    let expected_noise: Vec<usize> = std::iter::once(steps - 1)
+        .chain(latent_shape.clone())
+        .collect();
+    if latent_shape[0] != batch || noise_shape != expected_noise {
+        return Err(format!(
+            "{}: latents {latent_shape:?} and noise {noise_shape:?} do not fit {batch} prompt(s) and \
+             {steps} steps: expected latents [{batch}, C, h, w] and noise [{}, {batch}, C, h, w]",
+            path.display(),
+            steps - 1
+        ));
+    }
+    let shape: [usize; 4] = [
+        latent_shape[0],
+        latent_shape[1],
+        latent_shape[2],
+        latent_shape[3],
+    ];
+    let numel: usize = shape.iter().product();
+    let tensor = |v: &[f32]| Tensor::<4>::from_data(TensorData::new(v.to_vec(), shape), device);
+    let steps = noise.chunks_exact(numel.max(1)).map(tensor).collect();
+    Ok(SamplerNoise::new(tensor(&latents), steps))
+}
+
+/// Writes one f32 tensor to a safetensors file.
+fn write_tensor(path: &Path, name: &str, values: &[f32], shape: &[usize]) -> Result<(), String> {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let view = TensorView::new(Dtype::F32, shape.to_vec(), &bytes).map_err(|e| e.to_string())?;
+    let tensors: HashMap<String, TensorView> = HashMap::from([(name.to_string(), view)]);
+    safetensors::serialize_to_file(tensors, None, path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// `[3, H, W]` in `[0, 1]` → interleaved RGB bytes, `(x·255).round()` like diffusers' `numpy_to_pil`.
+fn to_rgb8(chw: &[f32]) -> Vec<u8> {
+    let plane = chw.len() / 3;
+    (0..plane)
+        .flat_map(|i| {
+            (0..3).map(move |c| (chw[c * plane + i].clamp(0.0, 1.0) * 255.0).round() as u8)
+        })
+        .collect()
+}
+
+/// Tiles RGB images of `width × height` into a near-square grid (row-major, black padding).
+fn make_grid(images: &[Vec<u8>], width: usize, height: usize) -> (Vec<u8>, usize, usize) {
+    let cols = (images.len() as f64).sqrt().ceil().max(1.0) as usize;
+    let rows = images.len().div_ceil(cols);
+    let (grid_w, grid_h) = (cols * width, rows * height);
+    let mut grid = vec![0u8; grid_w * grid_h * 3];
+    for (i, image) in images.iter().enumerate() {
+        let (x0, y0) = ((i % cols) * width, (i / cols) * height);
+        for y in 0..height {
+            let dst = ((y0 + y) * grid_w + x0) * 3;
+            grid[dst..dst + width * 3].copy_from_slice(&image[y * width * 3..(y + 1) * width * 3]);
+        }
+    }
+    (grid, grid_w, grid_h)
+}
+
+fn write_png(path: &Path, rgb: &[u8], width: usize, height: usize) -> Result<(), String> {
+    let fail = |e: &dyn std::fmt::Display| format!("cannot write {}: {e}", path.display());
+    let file = File::create(path).map_err(|e| fail(&e))?;
+    let (w, h) = (
+        u32::try_from(width).map_err(|e| fail(&e))?,
+        u32::try_from(height).map_err(|e| fail(&e))?,
+    );
+    let mut encoder = png::Encoder::new(BufWriter::new(file), w, h);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().map_err(|e| fail(&e))?;
+    writer.write_image_data(rgb).map_err(|e| fail(&e))?;
+    writer.finish().map_err(|e| fail(&e))?;
+    Ok(())
+}

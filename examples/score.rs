@@ -1,0 +1,159 @@
+//! Scores PNG images with a reward model.
+//!
+//! ```text
+//! cargo run --release --example score -- --reward pickscore --model PickScore_v1 --image a.png --prompt "a cat"
+//! ```
+//!
+//! Options: `--reward NAME` (`aesthetic`, `clipscore`, `clipscore-paper`, `pickscore`, `hpsv2`, `color`,
+//! `compressibility`), `--model DIR` (a transformers `CLIPModel` folder or hub id; for `hpsv2` a folder with
+//! an open_clip checkpoint; for `aesthetic` the CLIP ViT-L/14 folder), `--head FILE` (aesthetic head, default:
+//! the LAION head committed under crates/rocm-rewards/tests/fixtures/aesthetic), `--image FILE` (repeatable),
+//! `--prompt TEXT`, `--device NAME` (`auto`, `flex`, `wgpu`, `cuda`). Prints `path<TAB>score` per image.
+//! Grayscale, palette, 16-bit and RGBA PNGs are converted to 8-bit RGB (alpha dropped, as PIL's
+//! `convert("RGB")`); any size works (the reward resizes). A missing or corrupt file, or a bad option, prints
+//! one line on stderr and exits with code 2.
+
+#![allow(clippy::print_stdout)] // an example owns the terminal
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use burn::prelude::*;
+use rocm::rewards::{
+    Aesthetic, ClipScore, ColorTarget, Compressibility, HpsV2, PickScore, RewardModel,
+};
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[derive(Default)]
+struct Args {
+    reward: String,
+    model: Option<String>,
+    head: Option<PathBuf>,
+    images: Vec<PathBuf>,
+    prompt: String,
+    device: String,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        device: "auto".into(),
+        ..Args::default()
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--reward" => args.reward = value()?,
+            "--model" => args.model = Some(value()?),
+            "--head" => args.head = Some(value()?.into()),
+            "--image" => args.images.push(value()?.into()),
+            "--prompt" => args.prompt = value()?,
+            "--device" => args.device = value()?,
+            other => return Err(format!("unknown option `{other}`")),
+        }
+    }
+    if args.reward.is_empty() || args.images.is_empty() {
+        return Err(
+            "usage: score --reward NAME [--model DIR] --image a.png [--prompt TEXT]".into(),
+        );
+    }
+    Ok(args)
+}
+
+fn build_reward(args: &Args, device: &Device) -> Result<Box<dyn RewardModel>, String> {
+    let model = || {
+        args.model
+            .clone()
+            .ok_or_else(|| format!("--reward {} needs --model DIR", args.reward))
+    };
+    let err = |e: rocm::rewards::Error| e.to_string();
+    Ok(match args.reward.as_str() {
+        "aesthetic" => {
+            let head = args.head.clone().unwrap_or_else(|| {
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("crates/rocm-rewards/tests/fixtures/aesthetic/sac+logos+ava1-l14-linearMSE.safetensors")
+            });
+            Box::new(Aesthetic::from_pretrained(&model()?, head, device).map_err(err)?)
+        }
+        "clipscore" => Box::new(ClipScore::from_pretrained(&model()?, device).map_err(err)?),
+        "clipscore-paper" => Box::new(
+            ClipScore::from_pretrained(&model()?, device)
+                .map_err(err)?
+                .paper(),
+        ),
+        "pickscore" => Box::new(PickScore::from_pretrained(&model()?, device).map_err(err)?),
+        "hpsv2" => Box::new(HpsV2::from_pretrained(&model()?, device).map_err(err)?),
+        "color" => Box::new(ColorTarget::new([1.0, 0.0, 0.0])),
+        "compressibility" => Box::new(Compressibility),
+        other => {
+            return Err(format!(
+                "unknown reward `{other}` (aesthetic, clipscore, clipscore-paper, pickscore, hpsv2, \
+                 color, compressibility)"
+            ));
+        }
+    })
+}
+
+/// Reads a PNG as `[1, 3, H, W]` RGB in `[0, 1]`.
+fn read_png(path: &Path, device: &Device) -> Result<Tensor<4>, String> {
+    let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let mut decoder = png::Decoder::new(BufReader::new(file));
+    decoder.set_transformations(png::Transformations::normalize_to_color8());
+    let corrupt = |e: png::DecodingError| format!("{} is not a valid PNG: {e}", path.display());
+    let mut reader = decoder.read_info().map_err(corrupt)?;
+    let size = reader
+        .output_buffer_size()
+        .ok_or_else(|| format!("{}: image too large", path.display()))?;
+    let mut buf = vec![0u8; size];
+    let info = reader.next_frame(&mut buf).map_err(corrupt)?;
+    let (w, h) = (info.width as usize, info.height as usize);
+    let channels = match info.color_type {
+        png::ColorType::Grayscale => 1,
+        png::ColorType::GrayscaleAlpha => 2,
+        png::ColorType::Rgb => 3,
+        png::ColorType::Rgba => 4,
+        png::ColorType::Indexed => return Err(format!("{}: palette not expanded", path.display())),
+    };
+    let mut planar = vec![0.0f32; 3 * h * w];
+    for p in 0..h * w {
+        let px = &buf[p * channels..(p + 1) * channels];
+        for c in 0..3 {
+            let v = if channels < 3 { px[0] } else { px[c] };
+            planar[c * h * w + p] = f32::from(v) / 255.0;
+        }
+    }
+    Ok(Tensor::from_data(
+        TensorData::new(planar, [1, 3, h, w]),
+        device,
+    ))
+}
+
+fn run() -> Result<(), String> {
+    let args = parse_args()?;
+    let (device, _) = rocm::select_device(&args.device).map_err(|e| e.to_string())?;
+    // Read every image first: a bad file fails before any model is loaded.
+    let images = args
+        .images
+        .iter()
+        .map(|p| read_png(p, &device))
+        .collect::<Result<Vec<_>, _>>()?;
+    let reward = build_reward(&args, &device)?;
+    for (path, image) in args.images.iter().zip(images) {
+        let score = reward
+            .reward(image, std::slice::from_ref(&args.prompt))
+            .into_scalar::<f32>();
+        println!("{}\t{score}", path.display());
+    }
+    Ok(())
+}
