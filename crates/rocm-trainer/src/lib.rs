@@ -17,6 +17,7 @@
 //! | metrics, JSONL + CSV | [`IterationMetrics`], [`MetricsWriter`] |
 //! | checkpoints and exact resume | [`checkpoint`] |
 //! | a LoRA-ready 2-D toy model | [`toy`] |
+//! | diffusers pipelines: VAE decoder, CLIP prompt encoder | [`TextEncoder`] |
 //!
 //! # Example
 //! ```
@@ -63,6 +64,7 @@
 
 pub mod checkpoint;
 mod config;
+mod diffusers;
 mod error;
 pub mod grads;
 mod metrics;
@@ -73,6 +75,7 @@ pub mod toy;
 mod trainer;
 
 pub use config::{GuidanceKind, LoraSection, ReductionKind, TrainConfig};
+pub use diffusers::TextEncoder;
 pub use error::Error;
 pub use metrics::{IterationMetrics, MetricsWriter};
 pub use objective::{RocmObjective, step_divergence};
