@@ -24,13 +24,11 @@ use std::time::Instant;
 
 use rocm::lora::{InitLoraWeights, LoraConfig, TargetModules, apply_lora};
 use rocm::sampler::{LcmScheduler, Sampler};
+use rocm::trainer::plot;
 use rocm::trainer::toy::{Mixture, ProxyX, ToyPointModel, ToyPointModelConfig, pretrain_denoiser};
 use rocm::trainer::{
     GuidanceKind, LatentReward, MetricsWriter, RocmTrainer, TrainConfig, Unconditional,
 };
-
-#[path = "quickstart/plot.rs"]
-mod plot;
 
 /// Evaluation samples (fixed seeds).
 const EVAL: u64 = 512;
@@ -274,9 +272,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .filter(|(r, _)| r.divergence == "kl")
         .map(|(r, o)| (r.name(), o.curve.clone()))
         .collect();
-    plot::curves(&out.join("proxy_vs_iteration.png"), &kl, |p| p.1)?;
-    plot::curves(&out.join("true_vs_iteration.png"), &kl, |p| p.2)?;
-    md.push_str(&plot::legend(&kl));
+    let series = |value: fn(&Point) -> f64| -> Vec<Vec<(f64, f64)>> {
+        kl.iter()
+            .map(|(_, c)| c.iter().map(|p| (p.0 as f64, value(p))).collect())
+            .collect()
+    };
+    plot::curves(&out.join("proxy_vs_iteration.png"), &series(|p| p.1), true)?;
+    plot::curves(&out.join("true_vs_iteration.png"), &series(|p| p.2), true)?;
+    md.push_str(&legend(&kl));
     std::fs::write(out.join("results.md"), &md)?;
     println!("\n{md}");
     println!(
@@ -285,4 +288,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         start.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The markdown legend of the curve plots: colour → run.
+fn legend(runs: &[(String, Vec<Point>)]) -> String {
+    let mut s = String::from(
+        "\nPlots (iteration on x, no text in the images): `proxy_vs_iteration.png` and \
+         `true_vs_iteration.png` for the KL runs, y = sign(v)·ln(1 + |v|) (dashed line: 0); colours:",
+    );
+    for (i, (name, _)) in runs.iter().enumerate() {
+        let colour = plot::COLOURS[i % plot::COLOURS.len()].1;
+        s.push_str(&format!(" {colour} = `{name}`;"));
+    }
+    s.push_str(
+        "\n`samples_<run>.png`: final samples (blue) and the target's modes (red), x ∈ [−4, 8], \
+         y ∈ [−4, 4].\n",
+    );
+    s
 }

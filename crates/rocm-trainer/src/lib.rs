@@ -16,6 +16,7 @@
 //! | learning-rate schedules | [`LrSchedule`] |
 //! | metrics, JSONL + CSV | [`IterationMetrics`], [`MetricsWriter`] |
 //! | checkpoints and exact resume | [`checkpoint`] |
+//! | PNG plots of the training curves | [`plot`] |
 //! | a LoRA-ready 2-D toy model | [`toy`] |
 //! | diffusers pipelines: VAE decoder, CLIP prompt encoder | [`TextEncoder`] |
 //!
@@ -69,6 +70,7 @@ mod error;
 pub mod grads;
 mod metrics;
 mod objective;
+pub mod plot;
 mod reward;
 mod schedule;
 pub mod toy;
