@@ -6,7 +6,8 @@
 //!
 //! Options: `--reward NAME` (`aesthetic`, `clipscore`, `clipscore-paper`, `pickscore`, `hpsv2`, `color`,
 //! `compressibility`), `--model DIR` (a transformers `CLIPModel` folder or hub id; for `hpsv2` a folder with
-//! an open_clip checkpoint; for `aesthetic` the CLIP ViT-L/14 folder), `--head FILE` (aesthetic head, default:
+//! an open_clip checkpoint; for `aesthetic` the CLIP ViT-L/14 folder; default: the reward's usual hub
+//! id, `rocm::reward::default_model`, looked up in the local Hugging Face cache), `--head FILE` (aesthetic head, default:
 //! the LAION head committed under crates/rocm-rewards/tests/fixtures/aesthetic), `--image FILE` (repeatable),
 //! `--prompt TEXT`, `--device NAME` (`auto`, `flex`, `wgpu`, `cuda`). Prints `path<TAB>score` per image.
 //! Grayscale, palette, 16-bit and RGBA PNGs are converted to 8-bit RGB (alpha dropped, as PIL's
@@ -21,9 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use burn::prelude::*;
-use rocm::rewards::{
-    Aesthetic, ClipScore, ColorTarget, Compressibility, HpsV2, PickScore, RewardModel,
-};
+use rocm::rewards::RewardModel;
 
 fn main() -> ExitCode {
     match run() {
@@ -71,40 +70,6 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-fn build_reward(args: &Args, device: &Device) -> Result<Box<dyn RewardModel>, String> {
-    let model = || {
-        args.model
-            .clone()
-            .ok_or_else(|| format!("--reward {} needs --model DIR", args.reward))
-    };
-    let err = |e: rocm::rewards::Error| e.to_string();
-    Ok(match args.reward.as_str() {
-        "aesthetic" => {
-            let head = args.head.clone().unwrap_or_else(|| {
-                Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("crates/rocm-rewards/tests/fixtures/aesthetic/sac+logos+ava1-l14-linearMSE.safetensors")
-            });
-            Box::new(Aesthetic::from_pretrained(&model()?, head, device).map_err(err)?)
-        }
-        "clipscore" => Box::new(ClipScore::from_pretrained(&model()?, device).map_err(err)?),
-        "clipscore-paper" => Box::new(
-            ClipScore::from_pretrained(&model()?, device)
-                .map_err(err)?
-                .paper(),
-        ),
-        "pickscore" => Box::new(PickScore::from_pretrained(&model()?, device).map_err(err)?),
-        "hpsv2" => Box::new(HpsV2::from_pretrained(&model()?, device).map_err(err)?),
-        "color" => Box::new(ColorTarget::new([1.0, 0.0, 0.0])),
-        "compressibility" => Box::new(Compressibility),
-        other => {
-            return Err(format!(
-                "unknown reward `{other}` (aesthetic, clipscore, clipscore-paper, pickscore, hpsv2, \
-                 color, compressibility)"
-            ));
-        }
-    })
-}
-
 /// Reads a PNG as `[1, 3, H, W]` RGB in `[0, 1]`.
 fn read_png(path: &Path, device: &Device) -> Result<Tensor<4>, String> {
     let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
@@ -148,7 +113,12 @@ fn run() -> Result<(), String> {
         .iter()
         .map(|p| read_png(p, &device))
         .collect::<Result<Vec<_>, _>>()?;
-    let reward = build_reward(&args, &device)?;
+    let reward = rocm::reward::by_name(
+        &args.reward,
+        args.model.as_deref(),
+        args.head.as_deref(),
+        &device,
+    )?;
     for (path, image) in args.images.iter().zip(images) {
         let score = reward
             .reward(image, std::slice::from_ref(&args.prompt))

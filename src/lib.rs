@@ -13,6 +13,7 @@
 //! | [`trainer`] | `rocm-trainer` | the ROCM loop, checkpoints, metrics |
 
 pub mod device;
+pub mod reward;
 
 pub use rocm_divergence as divergence;
 pub use rocm_lora as lora;

@@ -22,7 +22,7 @@
 #![allow(clippy::print_stdout)] // a binary owns the terminal
 
 mod progress;
-mod reward;
+
 mod train;
 
 use std::path::PathBuf;

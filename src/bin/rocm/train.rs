@@ -15,7 +15,7 @@ use rocm::trainer::{
 
 use crate::Failure;
 use crate::progress::Progress;
-use crate::reward;
+use rocm::reward;
 
 /// What `rocm train` was asked to do.
 pub struct TrainArgs {

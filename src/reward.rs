@@ -1,11 +1,11 @@
-//! Reward models by name, for `rocm train` and `rocm eval`.
+//! Reward models by name, for the `rocm` CLI and the `score` example.
 
 use std::path::{Path, PathBuf};
 
-use burn::prelude::Device;
-use rocm::rewards::{
+use crate::rewards::{
     Aesthetic, ClipScore, ColorTarget, Compressibility, HpsV2, PickScore, RewardModel,
 };
+use burn::prelude::Device;
 
 /// The reward names `by_name` accepts.
 pub const NAMES: &str =
@@ -22,7 +22,8 @@ pub fn default_model(name: &str) -> Option<&'static str> {
     }
 }
 
-/// The LAION aesthetic head committed with the rewards crate.
+/// The LAION aesthetic head committed with the rewards crate (a path into this source tree,
+/// fixed at build time: pass `head` explicitly for an installed binary).
 fn default_head() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(
         "crates/rocm-rewards/tests/fixtures/aesthetic/sac+logos+ava1-l14-linearMSE.safetensors",
@@ -43,7 +44,7 @@ pub fn by_name(
             .or_else(|| default_model(name).map(str::to_string))
             .ok_or_else(|| format!("reward `{name}` needs a model"))
     };
-    let err = |e: rocm::rewards::Error| format!("reward `{name}`: {e}");
+    let err = |e: crate::rewards::Error| format!("reward `{name}`: {e}");
     Ok(match name {
         "aesthetic" => {
             let head = head.map_or_else(default_head, Path::to_path_buf);
