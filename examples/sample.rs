@@ -8,7 +8,8 @@
 //!
 //! `--model` is a diffusers pipeline folder (`unet/`, `vae/`, `text_encoder/`, `tokenizer/`,
 //! `scheduler/`) or a hub id resolved in the Hugging Face cache (`HF_HOME`, `HF_HUB_CACHE`).
-//! Writes `OUT/image-<i>.png` per prompt and `OUT/grid.png`, with per-step progress on stderr.
+//! Writes `OUT/image-<i>.png` per prompt and `OUT/grid.png` (`rocm::trainer::images`), with
+//! per-step progress on stderr. The `rocm sample` command does the same, with LoRA adapters.
 //!
 //! Options that make a run comparable with diffusers exactly:
 //! - `--noise FILE`: safetensors with `latents` `[B,4,h,w]` (x_0) and `noise` `[K−1,B,4,h,w]`
@@ -22,8 +23,6 @@
 #![allow(clippy::print_stdout)] // an example owns the terminal
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -31,6 +30,7 @@ use std::time::Instant;
 use burn::prelude::*;
 use rocm::models::pipeline::{LcmPipeline, NoiseSource};
 use rocm::sampler::SamplerNoise;
+use rocm::trainer::images::write_images;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 const USAGE: &str = "usage: sample --model DIR|ORG/NAME --prompt TEXT [--prompt TEXT …] [--steps K] \
@@ -78,30 +78,22 @@ fn run() -> Result<(), String> {
     let images = pipeline
         .generate_with_progress(&prompts, args.steps, args.guidance, noise, progress)
         .map_err(|e| e.to_string())?;
-    let [batch, channels, height, width] = images.dims();
-    let pixels: Vec<f32> = images
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .map_err(|e| format!("reading the images back: {e:?}"))?;
-    std::fs::create_dir_all(&args.out)
-        .map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
     if let Some(path) = &args.out_tensor {
-        write_tensor(path, "image", &pixels, &[batch, channels, height, width])?;
+        let shape = images.dims();
+        let pixels: Vec<f32> = images
+            .clone()
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| format!("reading the images back: {e:?}"))?;
+        std::fs::create_dir_all(&args.out)
+            .map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
+        write_tensor(path, "image", &pixels, &shape)?;
         println!("{}", path.display());
     }
-    let rgb: Vec<Vec<u8>> = (0..batch)
-        .map(|b| to_rgb8(&pixels[b * 3 * height * width..(b + 1) * 3 * height * width]))
-        .collect();
-    for (b, image) in rgb.iter().enumerate() {
-        let path = args.out.join(format!("image-{b}.png"));
-        write_png(&path, image, width, height)?;
+    for path in write_images(&args.out, images).map_err(|e| e.to_string())? {
         println!("{}", path.display());
     }
-    let (grid, grid_w, grid_h) = make_grid(&rgb, width, height);
-    let path = args.out.join("grid.png");
-    write_png(&path, &grid, grid_w, grid_h)?;
-    println!("{}", path.display());
     Ok(())
 }
 
@@ -223,46 +215,4 @@ fn write_tensor(path: &Path, name: &str, values: &[f32], shape: &[usize]) -> Res
     let tensors: HashMap<String, TensorView> = HashMap::from([(name.to_string(), view)]);
     safetensors::serialize_to_file(tensors, None, path)
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
-}
-
-/// `[3, H, W]` in `[0, 1]` → interleaved RGB bytes, `(x·255).round()` like diffusers' `numpy_to_pil`.
-fn to_rgb8(chw: &[f32]) -> Vec<u8> {
-    let plane = chw.len() / 3;
-    (0..plane)
-        .flat_map(|i| {
-            (0..3).map(move |c| (chw[c * plane + i].clamp(0.0, 1.0) * 255.0).round() as u8)
-        })
-        .collect()
-}
-
-/// Tiles RGB images of `width × height` into a near-square grid (row-major, black padding).
-fn make_grid(images: &[Vec<u8>], width: usize, height: usize) -> (Vec<u8>, usize, usize) {
-    let cols = (images.len() as f64).sqrt().ceil().max(1.0) as usize;
-    let rows = images.len().div_ceil(cols);
-    let (grid_w, grid_h) = (cols * width, rows * height);
-    let mut grid = vec![0u8; grid_w * grid_h * 3];
-    for (i, image) in images.iter().enumerate() {
-        let (x0, y0) = ((i % cols) * width, (i / cols) * height);
-        for y in 0..height {
-            let dst = ((y0 + y) * grid_w + x0) * 3;
-            grid[dst..dst + width * 3].copy_from_slice(&image[y * width * 3..(y + 1) * width * 3]);
-        }
-    }
-    (grid, grid_w, grid_h)
-}
-
-fn write_png(path: &Path, rgb: &[u8], width: usize, height: usize) -> Result<(), String> {
-    let fail = |e: &dyn std::fmt::Display| format!("cannot write {}: {e}", path.display());
-    let file = File::create(path).map_err(|e| fail(&e))?;
-    let (w, h) = (
-        u32::try_from(width).map_err(|e| fail(&e))?,
-        u32::try_from(height).map_err(|e| fail(&e))?,
-    );
-    let mut encoder = png::Encoder::new(BufWriter::new(file), w, h);
-    encoder.set_color(png::ColorType::Rgb);
-    encoder.set_depth(png::BitDepth::Eight);
-    let mut writer = encoder.write_header().map_err(|e| fail(&e))?;
-    writer.write_image_data(rgb).map_err(|e| fail(&e))?;
-    writer.finish().map_err(|e| fail(&e))?;
-    Ok(())
 }

@@ -168,7 +168,9 @@ pub struct TrainConfig {
     pub eval_prompts: Vec<String>,
     /// Evaluation noise seeds, one per image (default `[0, 1, 2, 3]`).
     pub eval_seeds: Vec<u64>,
-    /// Evaluate every this many iterations; 0 disables (default 100).
+    /// Evaluate every this many iterations and at the end; 0 disables (default 100). Each
+    /// evaluation appends to `<output_dir>/eval.jsonl` and, for image models, writes a grid to
+    /// `<output_dir>/samples/step-NNNNNN.png` (rows = prompts, columns = seeds).
     pub eval_every: usize,
     /// Where metrics and checkpoints go (default `runs/rocm`).
     pub output_dir: PathBuf,

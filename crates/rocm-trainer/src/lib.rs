@@ -17,6 +17,7 @@
 //! | metrics, JSONL + CSV | [`IterationMetrics`], [`MetricsWriter`] |
 //! | checkpoints and exact resume | [`checkpoint`] |
 //! | PNG plots of the training curves | [`plot`] |
+//! | images and evaluation grids as PNG | [`images`] |
 //! | a LoRA-ready 2-D toy model | [`toy`] |
 //! | diffusers pipelines: VAE decoder, CLIP prompt encoder | [`TextEncoder`] |
 //!
@@ -68,6 +69,7 @@ mod config;
 mod diffusers;
 mod error;
 pub mod grads;
+pub mod images;
 mod metrics;
 mod objective;
 pub mod plot;
@@ -83,4 +85,4 @@ pub use metrics::{IterationMetrics, MetricsWriter};
 pub use objective::{RocmObjective, step_divergence};
 pub use reward::{DecodedReward, LatentDecoder, LatentReward, PromptEncoder, Unconditional};
 pub use schedule::LrSchedule;
-pub use trainer::{IterationGradients, RocmTrainer, adamw};
+pub use trainer::{IterationGradients, RocmTrainer, SAMPLES_DIR, adamw};

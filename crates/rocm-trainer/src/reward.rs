@@ -18,6 +18,16 @@ pub trait LatentReward<const D: usize> {
 
     /// The reward of each sample, differentiable with respect to `latent` on an autodiff device.
     fn reward(&self, latent: Tensor<D>, prompts: &[String]) -> Tensor<1>;
+
+    /// The reward and, for image models, the images it scored (`[B, 3, H, W]` in `[0, 1]`),
+    /// decoded once: what evaluation writes as sample grids. The default has no images.
+    fn reward_with_images(
+        &self,
+        latent: Tensor<D>,
+        prompts: &[String],
+    ) -> (Tensor<1>, Option<Tensor<4>>) {
+        (self.reward(latent, prompts), None)
+    }
 }
 
 impl<const D: usize, R: LatentReward<D> + ?Sized> LatentReward<D> for &R {
@@ -26,6 +36,13 @@ impl<const D: usize, R: LatentReward<D> + ?Sized> LatentReward<D> for &R {
     }
     fn reward(&self, latent: Tensor<D>, prompts: &[String]) -> Tensor<1> {
         (**self).reward(latent, prompts)
+    }
+    fn reward_with_images(
+        &self,
+        latent: Tensor<D>,
+        prompts: &[String],
+    ) -> (Tensor<1>, Option<Tensor<4>>) {
+        (**self).reward_with_images(latent, prompts)
     }
 }
 
@@ -67,6 +84,15 @@ impl<const D: usize, Dec: LatentDecoder<D>, R: RewardModel> LatentReward<D>
     }
     fn reward(&self, latent: Tensor<D>, prompts: &[String]) -> Tensor<1> {
         self.reward.reward(self.decoder.decode(latent), prompts)
+    }
+    /// The decoded images with their reward.
+    fn reward_with_images(
+        &self,
+        latent: Tensor<D>,
+        prompts: &[String],
+    ) -> (Tensor<1>, Option<Tensor<4>>) {
+        let images = self.decoder.decode(latent);
+        (self.reward.reward(images.clone(), prompts), Some(images))
     }
 }
 
@@ -130,5 +156,30 @@ mod tests {
             "{v:?}"
         );
         assert_eq!(LatentReward::<2>::name(&r), "brightness");
+    }
+
+    #[test]
+    fn decoded_reward_returns_the_images_it_scored() {
+        let device = Device::flex();
+        let r = DecodedReward::new(Squash, Brightness);
+        let x = Tensor::<2>::from_floats([[0.0, 5.0], [100.0, -3.0]], &device);
+        let (reward, images) = LatentReward::reward_with_images(&r, x.clone(), &[]);
+        let images = images.expect("a decoded reward has images");
+        assert_eq!(images.dims(), [2, 3, 1, 1]);
+        assert_eq!(
+            reward.into_data(),
+            LatentReward::reward(&r, x, &[]).into_data()
+        );
+        struct Plain;
+        impl LatentReward<2> for Plain {
+            fn name(&self) -> &str {
+                "plain"
+            }
+            fn reward(&self, latent: Tensor<2>, _: &[String]) -> Tensor<1> {
+                latent.sum_dim(1).squeeze_dim(1)
+            }
+        }
+        let y = Tensor::<2>::ones([1, 2], &device);
+        assert!(Plain.reward_with_images(y, &[]).1.is_none());
     }
 }

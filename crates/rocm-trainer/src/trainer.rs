@@ -69,6 +69,9 @@ pub struct IterationGradients {
     pub divergence_per_step: Vec<f64>,
 }
 
+/// The folder of the evaluation grids under the output directory.
+pub const SAMPLES_DIR: &str = "samples";
+
 /// The AdamW of a configuration (PyTorch's ε and weight decay by default, see [`TrainConfig`]).
 pub fn adamw(config: &TrainConfig) -> ModuleOptimizer {
     AdamWConfig::new()
@@ -314,9 +317,11 @@ where
     }
 
     /// Trains until `config.iterations`, appending metrics to `<output_dir>/metrics.{jsonl,csv}`,
-    /// checkpointing every `config.checkpoint_every` iterations (and at the end) under
-    /// `<output_dir>/checkpoints`, and calling `on_iteration` after each iteration. A
-    /// non-finite loss stops the run with [`Error::NonFinite`]; the last checkpoint stays.
+    /// evaluating every `config.eval_every` iterations (and at the end; see
+    /// [`RocmTrainer::write_eval`]), checkpointing every `config.checkpoint_every` iterations
+    /// (and at the end) under `<output_dir>/checkpoints`, and calling `on_iteration` after each
+    /// iteration. A non-finite loss stops the run with [`Error::NonFinite`]; the last checkpoint
+    /// stays. Evaluation draws nothing from the run's RNG, so it does not change training.
     pub fn run(
         &mut self,
         mut on_iteration: impl FnMut(&IterationMetrics),
@@ -330,7 +335,8 @@ where
             writer.write(&m)?;
             on_iteration(&m);
             let eval_every = self.config.eval_every;
-            if eval_every > 0 && self.step.is_multiple_of(eval_every) {
+            let last = self.step == self.config.iterations;
+            if eval_every > 0 && (self.step.is_multiple_of(eval_every) || last) {
                 self.write_eval(&out)?;
             }
             if (every > 0 && self.step.is_multiple_of(every)) || self.step == self.config.iterations
@@ -342,21 +348,29 @@ where
         Ok(all)
     }
 
-    /// Appends `{"step", "reward_mean", "rewards"}` of the evaluation prompts × seeds
-    /// (`config.eval_prompts`, `config.eval_seeds`) to `<out>/eval.jsonl`; nothing without
-    /// evaluation prompts.
-    fn write_eval(&self, out: &Path) -> Result<(), Error> {
+    /// The evaluation pairs of the configuration: every `config.eval_prompts` × `config.eval_seeds`
+    /// (prompt-major: all seeds of the first prompt first), as parallel lists.
+    pub fn evaluation_pairs(&self) -> (Vec<String>, Vec<u64>) {
+        let c = &self.config;
+        c.eval_prompts
+            .iter()
+            .flat_map(|p| c.eval_seeds.iter().map(move |s| (p.clone(), *s)))
+            .unzip()
+    }
+
+    /// Evaluates the configuration's prompts × seeds ([`RocmTrainer::evaluation_pairs`]):
+    /// appends `{"step", "reward_mean", "rewards"}` to `<out>/eval.jsonl` and, for rewards with
+    /// images ([`LatentReward::reward_with_images`]), writes their grid (rows = prompts,
+    /// columns = seeds) to `<out>/samples/step-NNNNNN.png` ([`RocmTrainer::samples_path`]).
+    /// Nothing without evaluation prompts or seeds.
+    pub fn write_eval(&self, out: &Path) -> Result<(), Error> {
         use std::io::Write;
         let c = &self.config;
         if c.eval_prompts.is_empty() || c.eval_seeds.is_empty() {
             return Ok(());
         }
-        let (prompts, seeds): (Vec<String>, Vec<u64>) = c
-            .eval_prompts
-            .iter()
-            .flat_map(|p| c.eval_seeds.iter().map(move |s| (p.clone(), *s)))
-            .unzip();
-        let rewards = self.evaluate(&prompts, &seeds)?;
+        let (prompts, seeds) = self.evaluation_pairs();
+        let (rewards, images) = self.evaluate_with_images(&prompts, &seeds)?;
         let mean = rewards.iter().map(|r| f64::from(*r)).sum::<f64>() / rewards.len() as f64;
         let line = serde_json::json!({"step": self.step, "reward_mean": mean, "rewards": rewards});
         let path = out.join("eval.jsonl");
@@ -366,8 +380,17 @@ where
             .open(&path)
             .map_err(crate::error::io(&path))?;
         writeln!(file, "{line}").map_err(crate::error::io(&path))?;
+        if let Some(images) = images {
+            let grid = Self::samples_path(out, self.step);
+            crate::images::write_grid(&grid, images, c.eval_seeds.len())?;
+        }
         log::info!("step {}: evaluation reward {mean:.4}", self.step);
         Ok(())
+    }
+
+    /// `<out>/samples/step-NNNNNN.png`: the evaluation grid of `step`.
+    pub fn samples_path(out: &Path, step: usize) -> PathBuf {
+        out.join(SAMPLES_DIR).join(format!("step-{step:06}.png"))
     }
 
     /// `<output_dir>/checkpoints`.
@@ -414,8 +437,20 @@ where
     }
 
     /// The reward of each final latent for the given prompts and noise seeds (one sample per
-    /// pair), sampled without a graph. Returns `[reward_i]` in order.
+    /// pair), sampled without a graph, with the configuration's steps and guidance and the
+    /// adapters as they are (call it inside [`rocm_lora::with_adapters_disabled`] for the base).
+    /// Returns `[reward_i]` in order.
     pub fn evaluate(&self, prompts: &[String], seeds: &[u64]) -> Result<Vec<f32>, Error> {
+        Ok(self.evaluate_with_images(prompts, seeds)?.0)
+    }
+
+    /// [`RocmTrainer::evaluate`], with the scored images when the reward has them
+    /// ([`LatentReward::reward_with_images`]): `[prompts.len(), 3, H, W]` in `[0, 1]`.
+    pub fn evaluate_with_images(
+        &self,
+        prompts: &[String],
+        seeds: &[u64],
+    ) -> Result<(Vec<f32>, Option<Tensor<4>>), Error> {
         let conditioning = self.encoder.encode(prompts);
         let trajectory = self
             .sampler
@@ -430,11 +465,13 @@ where
                 source,
             })?;
         let latent = Tensor::<D>::from_data(trajectory.final_latent.into_data(), &self.device);
-        let r = self.reward.reward(latent, prompts);
-        Ok(r.into_data()
+        let (r, images) = self.reward.reward_with_images(latent, prompts);
+        let rewards = r
+            .into_data()
             .convert::<f32>()
             .try_into_vec::<f32>()
-            .unwrap_or_default())
+            .unwrap_or_default();
+        Ok((rewards, images))
     }
 }
 

@@ -362,3 +362,42 @@ fn a_nan_reward_stops_the_run_and_keeps_the_last_checkpoint() {
     assert_eq!(eval.lines().count(), 2);
     std::fs::remove_dir_all(&cfg.output_dir).ok();
 }
+
+#[test]
+fn evaluation_runs_every_eval_every_and_at_the_end_without_grids_for_points() {
+    let cfg = TrainConfig {
+        checkpoint_every: 0,
+        iterations: 3,
+        eval_every: 2,
+        eval_prompts: vec![String::new()],
+        eval_seeds: vec![0, 1],
+        ..config("eval-end")
+    };
+    let mut t = trainer(XReward, cfg.clone());
+    t.run(|_| {}).unwrap();
+    let eval = std::fs::read_to_string(cfg.output_dir.join("eval.jsonl")).unwrap();
+    let steps: Vec<u64> = eval
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(steps, [2, 3]);
+    // The last line is what `evaluate` gives for the same pairs now.
+    let (prompts, seeds) = t.evaluation_pairs();
+    assert_eq!((prompts.len(), seeds.as_slice()), (2, [0u64, 1].as_slice()));
+    let (rewards, images) = t.evaluate_with_images(&prompts, &seeds).unwrap();
+    assert!(images.is_none(), "points have no images");
+    let last: serde_json::Value = serde_json::from_str(eval.lines().last().unwrap()).unwrap();
+    let logged: Vec<f32> = last["rewards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    assert_eq!(logged, rewards);
+    assert!(!cfg.output_dir.join(rocm_trainer::SAMPLES_DIR).exists());
+    std::fs::remove_dir_all(&cfg.output_dir).ok();
+}

@@ -1,8 +1,12 @@
 //! The `rocm` command line.
 //!
 //! ```text
-//! rocm train --config configs/lcm_dreamshaper_pickscore.toml [--resume] [--device flex]
-//!            [--reward-model DIR_OR_HUB_ID] [--reward-head FILE]
+//! rocm train  --config configs/lcm_dreamshaper_pickscore.toml [--resume] [--device flex]
+//!             [--reward-model DIR_OR_HUB_ID] [--reward-head FILE]
+//! rocm sample --model DIR_OR_HUB_ID --prompt TEXT [--prompt TEXT …] [--lora FILE_OR_CHECKPOINT]
+//!             [--steps 4] [--guidance 8.0] [--seed 0] [--out samples] [--device flex]
+//! rocm eval   --config FILE [--lora FILE_OR_CHECKPOINT] [--device flex]
+//!             [--reward-model DIR_OR_HUB_ID] [--reward-head FILE]
 //! ```
 //!
 //! `train` runs [`RocmTrainer::run`](rocm::trainer::RocmTrainer::run) on the configuration.
@@ -11,18 +15,43 @@
 //! id in the local Hugging Face cache): LoRA from `[lora]` goes on the UNet, the CLIP text
 //! encoder is frozen, and the configured `reward` scores the VAE-decoded images (its model:
 //! `--reward-model`, default the reward's usual hub id). Progress goes to stderr (a bar on a
-//! terminal, one line per iteration otherwise); metrics to `<output_dir>/metrics.{jsonl,csv}`
-//! (and `eval.jsonl`); PNG plots of reward and divergence against iteration and wall-clock
-//! seconds to `<output_dir>/*_vs_{iteration,seconds}.png` at every checkpoint and at the end;
+//! terminal, one line per iteration otherwise); metrics to `<output_dir>/metrics.{jsonl,csv}`;
+//! PNG plots of reward and divergence against iteration and wall-clock seconds to
+//! `<output_dir>/*_vs_{iteration,seconds}.png` at every checkpoint and at the end;
 //! checkpoints to `<output_dir>/checkpoints/step-NNNNNN/` (LoRA in the diffusers layout +
-//! optimizer + RNG state). `--resume` continues from the newest checkpoint exactly.
+//! optimizer + RNG state). Every `eval_every` iterations and at the end, the rewards of
+//! `eval_prompts × eval_seeds` go to `<output_dir>/eval.jsonl` and, for pipelines, their images
+//! to `<output_dir>/samples/step-NNNNNN.png` (a grid: one row per prompt, one column per seed).
+//! `--resume` continues from the newest checkpoint exactly.
+//!
+//! `sample` generates one image per prompt with an LCM pipeline (a folder or cached hub id) in
+//! `--steps` steps at guidance scale `--guidance`, noise drawn from `--seed`, and writes
+//! `OUT/image-<i>.png` and `OUT/grid.png` (near-square), printing their paths on stdout.
+//! `--lora` loads adapters onto the UNet: a `.safetensors` file in the diffusers or PEFT layout
+//! (ours, or peft's/diffusers'), or a folder holding one (a checkpoint folder
+//! `<output_dir>/checkpoints/step-NNNNNN`, a PEFT folder). Ranks come from the factors' shapes;
+//! α from `adapter_config.json` beside the file, else the file's `lora_adapter_metadata`, else
+//! per-module `.alpha` keys, else α = r (diffusers' default).
+//!
+//! `eval` builds the configuration's model and reward as `train` does and scores its
+//! `eval_prompts × eval_seeds` (for the toy without prompts, one empty prompt) with the same
+//! noise and sampler settings as training's evaluation: with the base model (adapters off) and,
+//! given `--lora` or a checkpoint under `output_dir` (the newest), with the adapters. It prints
+//! one JSON line:
+//!
+//! ```text
+//! {"reward":"pickscore","n":4,"base_mean":…,"base":[…],"lora_mean":…,"lora":[…],"lora_path":"…"}
+//! ```
+//!
+//! (`lora*` absent without adapters).
 //!
 //! Every error prints one line on stderr and exits with code 2.
 
 #![allow(clippy::print_stdout)] // a binary owns the terminal
 
+mod eval;
 mod progress;
-
+mod sample;
 mod train;
 
 use std::path::PathBuf;
@@ -61,6 +90,77 @@ fn reward_args(command: Command) -> Command {
         )
 }
 
+fn config_arg() -> Arg {
+    Arg::new("config")
+        .long("config")
+        .required(true)
+        .value_name("FILE")
+        .value_parser(clap::value_parser!(PathBuf))
+        .help("TOML configuration (fields: rocm_trainer::TrainConfig)")
+}
+
+fn lora_arg() -> Arg {
+    Arg::new("lora")
+        .long("lora")
+        .value_name("FILE_OR_DIR")
+        .value_parser(clap::value_parser!(PathBuf))
+        .help("LoRA adapters: a .safetensors (diffusers/PEFT layout) or a checkpoint folder")
+}
+
+fn sample_command() -> Command {
+    Command::new("sample")
+        .about("Generate images with an LCM pipeline, optionally with LoRA adapters")
+        .arg(
+            Arg::new("model")
+                .long("model")
+                .required(true)
+                .value_name("DIR_OR_HUB_ID")
+                .help("A diffusers LCM pipeline folder or a hub id in the local cache"),
+        )
+        .arg(
+            Arg::new("prompt")
+                .long("prompt")
+                .required(true)
+                .action(ArgAction::Append)
+                .value_name("TEXT")
+                .help("A prompt (repeatable: one image each)"),
+        )
+        .arg(lora_arg())
+        .arg(
+            Arg::new("steps")
+                .long("steps")
+                .value_name("K")
+                .default_value("4")
+                .value_parser(clap::value_parser!(usize))
+                .help("Sampler steps K"),
+        )
+        .arg(
+            Arg::new("guidance")
+                .long("guidance")
+                .value_name("G")
+                .default_value("8.0")
+                .value_parser(clap::value_parser!(f32))
+                .help("Guidance scale g (w = g - 1, embedded)"),
+        )
+        .arg(
+            Arg::new("seed")
+                .long("seed")
+                .value_name("S")
+                .default_value("0")
+                .value_parser(clap::value_parser!(u64))
+                .help("Noise seed"),
+        )
+        .arg(
+            Arg::new("out")
+                .long("out")
+                .default_value("samples")
+                .value_name("DIR")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("Output folder: image-<i>.png and grid.png"),
+        )
+        .arg(device_arg())
+}
+
 fn cli() -> Command {
     Command::new("rocm")
         .about("ROCM: reward optimisation of consistency models")
@@ -68,14 +168,7 @@ fn cli() -> Command {
         .subcommand(reward_args(
             Command::new("train")
                 .about("Fine-tune LoRA adapters with ROCM from a TOML configuration")
-                .arg(
-                    Arg::new("config")
-                        .long("config")
-                        .required(true)
-                        .value_name("FILE")
-                        .value_parser(clap::value_parser!(PathBuf))
-                        .help("TOML configuration (fields: rocm_trainer::TrainConfig)"),
-                )
+                .arg(config_arg())
                 .arg(
                     Arg::new("resume")
                         .long("resume")
@@ -84,6 +177,28 @@ fn cli() -> Command {
                 )
                 .arg(device_arg()),
         ))
+        .subcommand(sample_command())
+        .subcommand(reward_args(
+            Command::new("eval")
+                .about("Score the configuration's evaluation prompts x seeds, base vs LoRA")
+                .arg(config_arg())
+                .arg(lora_arg())
+                .arg(device_arg()),
+        ))
+}
+
+fn path(m: &ArgMatches, id: &str) -> Option<PathBuf> {
+    m.get_one::<PathBuf>(id).cloned()
+}
+
+fn train_args(m: &ArgMatches, resume: bool) -> train::TrainArgs {
+    train::TrainArgs {
+        config: path(m, "config").unwrap_or_default(),
+        resume,
+        device: string(m, "device").unwrap_or_default(),
+        reward_model: string(m, "reward-model"),
+        reward_head: path(m, "reward-head"),
+    }
 }
 
 fn string(m: &ArgMatches, id: &str) -> Option<String> {
@@ -92,12 +207,23 @@ fn string(m: &ArgMatches, id: &str) -> Option<String> {
 
 fn run(matches: &ArgMatches) -> Result<(), Failure> {
     match matches.subcommand() {
-        Some(("train", m)) => train::train(&train::TrainArgs {
-            config: m.get_one::<PathBuf>("config").cloned().unwrap_or_default(),
-            resume: m.get_flag("resume"),
+        Some(("train", m)) => train::train(&train_args(m, m.get_flag("resume"))),
+        Some(("sample", m)) => sample::sample(&sample::SampleArgs {
+            model: string(m, "model").unwrap_or_default(),
+            prompts: m
+                .get_many::<String>("prompt")
+                .map(|p| p.cloned().collect())
+                .unwrap_or_default(),
+            lora: path(m, "lora"),
+            steps: m.get_one::<usize>("steps").copied().unwrap_or(4),
+            guidance: m.get_one::<f32>("guidance").copied().unwrap_or(8.0),
+            seed: m.get_one::<u64>("seed").copied().unwrap_or(0),
+            out: path(m, "out").unwrap_or_default(),
             device: string(m, "device").unwrap_or_default(),
-            reward_model: string(m, "reward-model"),
-            reward_head: m.get_one::<PathBuf>("reward-head").cloned(),
+        }),
+        Some(("eval", m)) => eval::eval(&eval::EvalArgs {
+            train: train_args(m, false),
+            lora: path(m, "lora"),
         }),
         _ => Err("unknown subcommand".into()),
     }
@@ -115,7 +241,10 @@ fn main() -> ExitCode {
     match run(&matches) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            // One line, also for messages that span several (a hub error's download hint).
+            let text = e.to_string();
+            let lines: Vec<&str> = text.lines().map(str::trim).collect();
+            eprintln!("error: {}", lines.join(" "));
             ExitCode::from(2)
         }
     }

@@ -3,11 +3,14 @@
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
+use rocm::Backend;
 use rocm::divergence::FDivergence;
-use rocm::lora::{LoraContainer, apply_lora};
+use rocm::lora::{DIFFUSERS_WEIGHTS, LoraContainer, PEFT_WEIGHTS, apply_lora, load_adapters};
 use rocm::models::pipeline::LcmPipeline;
+use rocm::models::{AutoencoderKL, UNet2DConditionModel};
+use rocm::rewards::RewardModel;
 use rocm::sampler::{ConsistencyModel, LcmScheduler, Sampler};
-use rocm::trainer::toy::{Mixture, ProxyX, ToyPointModelConfig, pretrain_denoiser};
+use rocm::trainer::toy::{Mixture, ProxyX, ToyPointModel, ToyPointModelConfig, pretrain_denoiser};
 use rocm::trainer::{
     DecodedReward, IterationMetrics, LatentReward, PromptEncoder, RocmTrainer, TextEncoder,
     TrainConfig, Unconditional, checkpoint, plot,
@@ -35,15 +38,71 @@ pub struct TrainArgs {
 pub fn train(args: &TrainArgs) -> Result<(), Failure> {
     let config = TrainConfig::load(&args.config)?;
     if config.pretrained_model == "toy" {
-        train_toy(config, args)
+        let (trainer, backend) = toy_trainer(config, args, Adapters::New)?;
+        drive(trainer, args.resume, &backend.to_string())
     } else {
-        train_pipeline(config, args)
+        let prompts = training_prompts(&config, &args.config)?;
+        let (trainer, backend) = pipeline_trainer(config, prompts, args, Adapters::New)?;
+        drive(trainer, args.resume, &backend.to_string())
     }
 }
 
-/// The embedded toy: the quickstart's 2-D point model, pretrained on the spot, with the
-/// x-coordinate as reward.
-fn train_toy(config: TrainConfig, args: &TrainArgs) -> Result<(), Failure> {
+/// Which LoRA adapters the model gets.
+#[derive(Clone, Copy, Debug)]
+pub enum Adapters<'a> {
+    /// New ones from the configuration's `[lora]` section (training).
+    New,
+    /// Those of an adapter file or checkpoint folder (see `rocm_lora::load_adapters`), or
+    /// none.
+    Load(Option<&'a Path>),
+}
+
+impl Adapters<'_> {
+    /// Attaches the adapters to `model`.
+    fn attach<M: Module + LoraContainer>(
+        self,
+        model: &mut M,
+        config: &TrainConfig,
+    ) -> Result<(), Failure> {
+        match self {
+            Self::New => drop(apply_lora(model, &config.lora.to_lora_config())?),
+            Self::Load(Some(path)) => {
+                let report = load_adapters(model, path)
+                    .map_err(|e| format!("--lora {}: {e}", path.display()))?;
+                eprintln!(
+                    "loaded {} LoRA adapters from {}",
+                    report.loaded.len(),
+                    report.file.display()
+                );
+            }
+            Self::Load(None) => {}
+        }
+        Ok(())
+    }
+}
+
+/// The divergence type of every CLI run.
+type Divergence = Box<dyn FDivergence + Send + Sync>;
+
+/// The trainer of the embedded toy.
+pub type ToyTrainer = RocmTrainer<2, ToyPointModel, ProxyX, Divergence, Unconditional>;
+
+/// The trainer of a diffusers pipeline.
+pub type PipelineTrainer = RocmTrainer<
+    4,
+    UNet2DConditionModel,
+    DecodedReward<AutoencoderKL, Box<dyn RewardModel>>,
+    Divergence,
+    TextEncoder,
+>;
+
+/// The embedded toy: the quickstart's 2-D point model, pretrained on the spot (deterministic,
+/// so a checkpoint's adapters fit it again), with the x-coordinate as reward.
+pub fn toy_trainer(
+    config: TrainConfig,
+    args: &TrainArgs,
+    adapters: Adapters,
+) -> Result<(ToyTrainer, Backend), Failure> {
     let (device, backend) = rocm::select_device(&args.device)?;
     let device = device.autodiff();
     let untrained = ToyPointModelConfig::new().init_seeded(0, &device);
@@ -57,7 +116,7 @@ fn train_toy(config: TrainConfig, args: &TrainArgs) -> Result<(), Failure> {
         1,
         &device,
     );
-    apply_lora(&mut model, &config.lora.to_lora_config())?;
+    adapters.attach(&mut model, &config)?;
     let divergence = config.divergence()?;
     let prompts = vec![String::new()];
     let trainer = RocmTrainer::new(
@@ -70,15 +129,19 @@ fn train_toy(config: TrainConfig, args: &TrainArgs) -> Result<(), Failure> {
         config,
         device,
     )?;
-    drive(trainer, args.resume, &backend.to_string())
+    Ok((trainer, backend))
 }
 
 /// A diffusers LCM pipeline (folder or hub id): LoRA on the UNet, the frozen CLIP text encoder,
 /// the VAE decoder in front of the configured image reward, and the pipeline's scheduler.
-fn train_pipeline(config: TrainConfig, args: &TrainArgs) -> Result<(), Failure> {
+pub fn pipeline_trainer(
+    config: TrainConfig,
+    prompts: Vec<String>,
+    args: &TrainArgs,
+    adapters: Adapters,
+) -> Result<(PipelineTrainer, Backend), Failure> {
     let (device, backend) = rocm::select_device(&args.device)?;
     let device = device.autodiff();
-    let prompts = training_prompts(&config, &args.config)?;
     // The reward first: a missing reward model fails before the (large) pipeline loads.
     let image_reward = reward::by_name(
         &config.reward,
@@ -86,12 +149,11 @@ fn train_pipeline(config: TrainConfig, args: &TrainArgs) -> Result<(), Failure> 
         args.reward_head.as_deref(),
         &device,
     )?;
-    let pipeline = LcmPipeline::from_hub(&config.pretrained_model, &device)
-        .map_err(|e| format!("pretrained_model `{}`: {e}", config.pretrained_model))?;
+    let pipeline = load_pipeline(&config.pretrained_model, "pretrained_model", &device)?;
     let latent_shape = pipeline.latent_shape(1);
     let sampler = Sampler::new(pipeline.scheduler.clone());
     let mut unet = pipeline.unet;
-    apply_lora(&mut unet, &config.lora.to_lora_config())?;
+    adapters.attach(&mut unet, &config)?;
     let reward = DecodedReward::new(pipeline.vae.no_grad(), image_reward);
     let encoder = TextEncoder::new(pipeline.tokenizer, pipeline.text_encoder, &device);
     encoder.check_prompts(prompts.iter().chain(&config.eval_prompts))?;
@@ -107,7 +169,38 @@ fn train_pipeline(config: TrainConfig, args: &TrainArgs) -> Result<(), Failure> 
         device,
     )?
     .with_sampler(sampler);
-    drive(trainer, args.resume, &backend.to_string())
+    Ok((trainer, backend))
+}
+
+/// Loads a diffusers LCM pipeline: a folder, or a hub id (`Org/Name`) from the local cache.
+/// Errors name the model as `what` (`pretrained_model`, `--model`).
+pub fn load_pipeline(model: &str, what: &str, device: &Device) -> Result<LcmPipeline, Failure> {
+    let path = Path::new(model);
+    let looks_like_repo_id = model.matches('/').count() == 1
+        && !model.starts_with(['.', '/', '~'])
+        && !model.contains('\\');
+    let pipeline = if path.is_dir() || !looks_like_repo_id {
+        LcmPipeline::from_folder(path, device)
+    } else {
+        LcmPipeline::from_hub(model, device)
+    };
+    pipeline.map_err(|e| format!("{what} `{model}`: {e}").into())
+}
+
+/// Checks that `path` is an adapter file or a folder holding one, before anything loads.
+pub fn check_lora(path: &Path) -> Result<(), Failure> {
+    let holds_weights = [PEFT_WEIGHTS, DIFFUSERS_WEIGHTS]
+        .iter()
+        .any(|name| path.join(name).is_file());
+    if path.is_file() || holds_weights {
+        return Ok(());
+    }
+    let why = if path.is_dir() {
+        format!("a folder without {PEFT_WEIGHTS} or {DIFFUSERS_WEIGHTS}")
+    } else {
+        "no such file or folder".to_string()
+    };
+    Err(format!("--lora {}: {why}", path.display()).into())
 }
 
 /// The training prompts: the non-empty lines of `prompts_file` (relative paths are tried
@@ -225,5 +318,9 @@ where
         plot::METRICS_PLOTS.join(","),
         trainer.checkpoints_dir().display()
     );
+    let samples = out.join(rocm::trainer::SAMPLES_DIR);
+    if samples.is_dir() {
+        println!("evaluation grids under {}", samples.display());
+    }
     Ok(())
 }

@@ -1,0 +1,225 @@
+//! Images to PNG files: one file per image, and grids (the `rocm sample` command, the `sample`
+//! example, and the trainer's evaluation grids under `<output_dir>/samples/`).
+//!
+//! Pixels are quantised as diffusers' `numpy_to_pil`: `(x·255).round()` of `x` clamped to
+//! `[0, 1]`, 8-bit RGB.
+//!
+//! ```
+//! use burn::prelude::*;
+//! use rocm_trainer::images::{RgbImage, write_grid};
+//!
+//! let device = Device::flex();
+//! let images = Tensor::<4>::ones([6, 3, 16, 16], &device); // 2 prompts × 3 seeds, in [0, 1]
+//! let path = std::env::temp_dir().join(format!("rocm-grid-doc-{}.png", std::process::id()));
+//! let grid = RgbImage::grid(&RgbImage::from_tensor(images), 3);
+//! assert_eq!((grid.width, grid.height), (48, 32)); // 3 columns, 2 rows
+//! write_grid(&path, Tensor::<4>::zeros([6, 3, 16, 16], &device), 3)?;
+//! # std::fs::remove_file(&path).ok();
+//! # Ok::<(), rocm_trainer::Error>(())
+//! ```
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+
+use crate::Error;
+use crate::error::io;
+
+/// An 8-bit RGB image, pixels interleaved row by row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RgbImage {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// `height · width · 3` bytes, `[r, g, b]` per pixel, rows top to bottom.
+    pub rgb: Vec<u8>,
+}
+
+impl RgbImage {
+    /// Quantises a batch of images in `[0, 1]` (values outside are clamped).
+    ///
+    /// # Shapes
+    /// - `images`: `[B, 3, H, W]`
+    ///
+    /// # Panics
+    /// When the images do not have 3 channels.
+    pub fn from_tensor(images: Tensor<4>) -> Vec<Self> {
+        let [batch, channels, height, width] = images.dims();
+        assert_eq!(
+            channels,
+            3,
+            "RgbImage::from_tensor: images {:?} must be [B, 3, H, W]",
+            [batch, channels, height, width]
+        );
+        let pixels: Vec<f32> = images
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap_or_default();
+        let size = 3 * height * width;
+        pixels
+            .chunks_exact(size.max(1))
+            .take(batch)
+            .map(|chw| Self {
+                width,
+                height,
+                rgb: to_rgb8(chw),
+            })
+            .collect()
+    }
+
+    /// Tiles equally sized images into a grid of `cols` columns, row-major (image `i` at row
+    /// `i / cols`, column `i % cols`), black where the last row is short.
+    ///
+    /// # Panics
+    /// When the images differ in size.
+    pub fn grid(images: &[Self], cols: usize) -> Self {
+        let cols = cols.clamp(1, images.len().max(1));
+        let rows = images.len().div_ceil(cols);
+        let (width, height) = images.first().map_or((0, 0), |i| (i.width, i.height));
+        let (grid_w, grid_h) = (cols * width, rows * height);
+        let mut rgb = vec![0u8; grid_w * grid_h * 3];
+        for (i, image) in images.iter().enumerate() {
+            assert_eq!(
+                (image.width, image.height),
+                (width, height),
+                "RgbImage::grid: image {i} differs in size from image 0"
+            );
+            let (x0, y0) = ((i % cols) * width, (i / cols) * height);
+            for y in 0..height {
+                let dst = ((y0 + y) * grid_w + x0) * 3;
+                let src = y * width * 3;
+                rgb[dst..dst + width * 3].copy_from_slice(&image.rgb[src..src + width * 3]);
+            }
+        }
+        Self {
+            width: grid_w,
+            height: grid_h,
+            rgb,
+        }
+    }
+
+    /// The number of columns of a near-square grid of `n` images: `⌈√n⌉`.
+    pub fn square_columns(n: usize) -> usize {
+        (n as f64).sqrt().ceil().max(1.0) as usize
+    }
+
+    /// Writes the image as an 8-bit RGB PNG.
+    pub fn save(&self, path: &Path) -> Result<(), Error> {
+        let fail = |e: &dyn std::fmt::Display| Error::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        };
+        let file = File::create(path).map_err(io(path))?;
+        let (w, h) = (
+            u32::try_from(self.width).map_err(|e| fail(&e))?,
+            u32::try_from(self.height).map_err(|e| fail(&e))?,
+        );
+        let mut encoder = png::Encoder::new(BufWriter::new(file), w, h);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().map_err(|e| fail(&e))?;
+        writer.write_image_data(&self.rgb).map_err(|e| fail(&e))?;
+        writer.finish().map_err(|e| fail(&e))
+    }
+}
+
+/// `[3, H, W]` planar values in `[0, 1]` → interleaved RGB bytes, `(x·255).round()` as diffusers'
+/// `numpy_to_pil`.
+pub fn to_rgb8(chw: &[f32]) -> Vec<u8> {
+    let plane = chw.len() / 3;
+    (0..plane)
+        .flat_map(|i| {
+            (0..3).map(move |c| (chw[c * plane + i].clamp(0.0, 1.0) * 255.0).round() as u8)
+        })
+        .collect()
+}
+
+/// Writes `dir/image-<i>.png` for each image and `dir/grid.png` (a near-square grid of all of
+/// them), creating `dir`. Returns the paths written, the grid last.
+///
+/// # Shapes
+/// - `images`: `[B, 3, H, W]` in `[0, 1]`
+pub fn write_images(dir: &Path, images: Tensor<4>) -> Result<Vec<PathBuf>, Error> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let images = RgbImage::from_tensor(images);
+    let mut written = Vec::with_capacity(images.len() + 1);
+    for (i, image) in images.iter().enumerate() {
+        let path = dir.join(format!("image-{i}.png"));
+        image.save(&path)?;
+        written.push(path);
+    }
+    let path = dir.join("grid.png");
+    RgbImage::grid(&images, RgbImage::square_columns(images.len())).save(&path)?;
+    written.push(path);
+    Ok(written)
+}
+
+/// Writes a grid of `cols` columns (row-major, see [`RgbImage::grid`]) to the PNG `path`,
+/// creating its folder.
+///
+/// # Shapes
+/// - `images`: `[B, 3, H, W]` in `[0, 1]`; the grid is `[⌈B/cols⌉·H, cols·W]`
+pub fn write_grid(path: &Path, images: Tensor<4>, cols: usize) -> Result<(), Error> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+    }
+    RgbImage::grid(&RgbImage::from_tensor(images), cols).save(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantises_like_numpy_to_pil() {
+        // planar r = [0, 1], g = [0.5, −1], b = [2, 0.002]
+        let rgb = to_rgb8(&[0.0, 1.0, 0.5, -1.0, 2.0, 0.002]);
+        assert_eq!(rgb, [0, 128, 255, 255, 0, 1]);
+    }
+
+    #[test]
+    fn grid_places_image_i_at_row_i_div_cols() {
+        let device = Device::flex();
+        // 3 images of 1×2 pixels with values 0, 0.5, 1
+        let images = Tensor::<4>::from_data(
+            TensorData::new(
+                [0.0f32, 0.5, 1.0]
+                    .iter()
+                    .flat_map(|v| [*v; 6])
+                    .collect::<Vec<_>>(),
+                [3, 3, 1, 2],
+            ),
+            &device,
+        );
+        let grid = RgbImage::grid(&RgbImage::from_tensor(images), 2);
+        assert_eq!((grid.width, grid.height), (4, 2));
+        let px = |x: usize, y: usize| grid.rgb[(y * grid.width + x) * 3];
+        assert_eq!([px(0, 0), px(1, 0), px(2, 0), px(3, 0)], [0, 0, 128, 128]);
+        assert_eq!([px(0, 1), px(1, 1), px(2, 1), px(3, 1)], [255, 255, 0, 0]);
+        assert_eq!(RgbImage::square_columns(3), 2);
+        assert_eq!(RgbImage::square_columns(4), 2);
+        assert_eq!(RgbImage::square_columns(5), 3);
+    }
+
+    #[test]
+    fn write_images_writes_each_image_and_a_grid() {
+        let device = Device::flex();
+        let dir = std::env::temp_dir().join(format!("rocm-images-{}", std::process::id()));
+        let written = write_images(&dir, Tensor::<4>::ones([2, 3, 4, 5], &device)).unwrap();
+        let names: Vec<_> = written
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["image-0.png", "image-1.png", "grid.png"]);
+        let decoder = png::Decoder::new(std::io::BufReader::new(
+            File::open(dir.join("grid.png")).unwrap(),
+        ));
+        let info = decoder.read_info().unwrap().info().clone();
+        assert_eq!((info.width, info.height), (10, 4));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
