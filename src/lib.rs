@@ -12,6 +12,7 @@
 //! | [`rewards`] | `rocm-rewards` | [`rewards::RewardModel`]: aesthetic, CLIPScore, PickScore, HPSv2 |
 //! | [`trainer`] | `rocm-trainer` | the ROCM loop, checkpoints, metrics |
 
+pub mod bench;
 pub mod device;
 pub mod reward;
 

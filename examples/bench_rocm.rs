@@ -1,0 +1,218 @@
+//! One ROCM training iteration on a random-weight LCM UNet + VAE, timed: the Rust half of
+//! `benches/compare.sh` (the PyTorch + diffusers + peft half is `benches/python/bench_rocm.py`).
+//!
+//! ```text
+//! cargo run --release --example bench_rocm -- --config tiny|small [--iters N] [--warmup W]
+//!     [--checkpointing on|off] [--json]
+//! ```
+//!
+//! The workload (identical on both sides): random weights (seed 0), batch 1, `K = 8` LCM steps
+//! (evenly spaced timesteps `[999, 879, …, 139]`, guidance embedding of `w = 6.5`), gradient
+//! through all 8 UNet calls; at each non-final step the KL term `ā‖f_θ − f_ref‖² / (2(1 − ā))`
+//! summed over elements, `f_ref` the same UNet with adapters off and no gradient on the same
+//! state; the final latent decoded by the VAE (`/ 0.18215`, `(x/2 + 0.5).clamp(0, 1)`); reward
+//! `−mean((img − [0.8, 0.2, 0.2])²)`; loss `−reward + 0.1·KL`; backward; AdamW (lr 6e-5) on
+//! LoRA r16/α32 (gaussian init) on `to_q`, `to_k`, `to_v`, `to_out.0`. Conditioning: a fixed
+//! random `[1, 77, cross_attention_dim]` tensor. It is exactly [`RocmTrainer::train_iteration`]
+//! with that configuration (no gradient clipping).
+//!
+//! Prints one JSON line with `--json` (`config`, `steps`, `iters`, `s_per_iter` = median,
+//! `peak_rss_mib` = the process's own peak resident set, `backend`, …), else a table.
+//! `--device auto|flex|wgpu|cuda[:N]` (default `auto`). Bad input prints one line on stderr and
+//! exits with code 2.
+
+#![allow(clippy::print_stdout)] // an example owns the terminal
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use rocm::bench::{BenchModels, BenchSize, bench_train_config};
+use rocm::trainer::RocmTrainer;
+
+const USAGE: &str = "usage: bench_rocm --config tiny|small [--iters N] [--warmup W] \
+[--checkpointing on|off] [--device auto|flex|wgpu|cuda] [--json]";
+
+/// Parsed command line.
+#[derive(Debug)]
+struct Args {
+    config: BenchSize,
+    iters: usize,
+    warmup: usize,
+    checkpointing: bool,
+    device: String,
+    json: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut config = None;
+    let mut args = Args {
+        config: BenchSize::Tiny,
+        iters: 10,
+        warmup: 2,
+        checkpointing: false,
+        device: "auto".into(),
+        json: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--config" => config = Some(value()?.parse()?),
+            "--iters" => args.iters = count(&flag, &value()?)?,
+            "--warmup" => args.warmup = count(&flag, &value()?)?,
+            "--checkpointing" => {
+                args.checkpointing = match value()?.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    other => return Err(format!("--checkpointing: `{other}` is not on|off")),
+                }
+            }
+            "--device" => args.device = value()?,
+            "--json" => args.json = true,
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument `{other}`; {USAGE}")),
+        }
+    }
+    args.config = config.ok_or(format!("--config is required; {USAGE}"))?;
+    if args.iters == 0 {
+        return Err("--iters must be at least 1".into());
+    }
+    Ok(args)
+}
+
+fn count(flag: &str, text: &str) -> Result<usize, String> {
+    text.parse()
+        .map_err(|_| format!("{flag}: `{text}` is not a count"))
+}
+
+/// The process's peak resident set in MiB (`VmHWM` of `/proc/self/status`; Linux only).
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// The rayon worker count that burn-flex runs on.
+fn threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let (device, backend) = rocm::select_device(&args.device)?;
+    let device = device.autodiff();
+    let models = BenchModels::new(args.config, &device)?;
+    let (base_params, lora_params, adapters) =
+        (models.base_params, models.lora_params, models.lora_layers);
+    let config = bench_train_config(args.checkpointing);
+    let divergence = config.divergence()?;
+    let conditioning = models.conditioning;
+    let encode = move |prompts: &[String]| conditioning.clone().repeat_dim(0, prompts.len());
+    let mut trainer = RocmTrainer::new(
+        models.unet,
+        models.reward,
+        divergence,
+        encode,
+        vec![String::new()],
+        models.latent_shape,
+        config,
+        device,
+    )?;
+    let mut seconds = Vec::with_capacity(args.iters);
+    let mut losses = Vec::with_capacity(args.iters);
+    for i in 0..args.warmup + args.iters {
+        let start = Instant::now();
+        let m = trainer.train_iteration()?;
+        let s = start.elapsed().as_secs_f64();
+        if i >= args.warmup {
+            seconds.push(s);
+        }
+        losses.push(m.loss);
+        if !args.json {
+            eprintln!(
+                "{} {}/{}: {s:.3} s, loss {:.5}",
+                if i < args.warmup { "warmup" } else { "iter" },
+                if i < args.warmup {
+                    i + 1
+                } else {
+                    i + 1 - args.warmup
+                },
+                if i < args.warmup {
+                    args.warmup
+                } else {
+                    args.iters
+                },
+                m.loss
+            );
+        }
+    }
+    let s_per_iter = median(&seconds);
+    let mean = seconds.iter().sum::<f64>() / seconds.len() as f64;
+    let min = seconds.iter().copied().fold(f64::INFINITY, f64::min);
+    let peak = peak_rss_mib();
+    let record = serde_json::json!({
+        "impl": "rocm-rs",
+        "config": args.config.to_string(),
+        "steps": 8,
+        "iters": args.iters,
+        "warmup": args.warmup,
+        "s_per_iter": s_per_iter,
+        "s_per_iter_min": min,
+        "s_per_iter_mean": mean,
+        "peak_rss_mib": peak,
+        "backend": backend.to_string(),
+        "threads": threads(),
+        "checkpointing": if args.checkpointing { "on" } else { "off" },
+        "loss_first": losses.first(),
+        "loss_last": losses.last(),
+        "trainable_params": lora_params,
+        "lora_layers": adapters,
+        "base_params": base_params,
+    });
+    if args.json {
+        println!("{record}");
+    } else {
+        println!("bench_rocm: config {}, K = 8, batch 1", args.config);
+        println!("  backend            {backend} ({} threads)", threads());
+        println!("  checkpointing      {}", record["checkpointing"]);
+        println!("  UNet params        {base_params} (+{lora_params} LoRA in {adapters} layers)");
+        println!("  s/iter (median)    {s_per_iter:.4}   min {min:.4}   mean {mean:.4}");
+        match peak {
+            Some(p) => println!("  peak RSS           {p:.1} MiB"),
+            None => println!("  peak RSS           unknown (no /proc/self/status)"),
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
