@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example bench_rocm -- --config tiny|small [--iters N] [--warmup W]
-//!     [--checkpointing on|off] [--json]
+//!     [--checkpointing on|off] [--concurrent-reference on|off] [--json]
 //! ```
 //!
 //! The workload (identical on both sides): random weights (seed 0), batch 1, `K = 8` LCM steps
@@ -15,6 +15,12 @@
 //! LoRA r16/α32 (gaussian init) on `to_q`, `to_k`, `to_v`, `to_out.0`. Conditioning: a fixed
 //! random `[1, 77, cross_attention_dim]` tensor. It is exactly [`RocmTrainer::train_iteration`]
 //! with that configuration (no gradient clipping).
+//!
+//! `--concurrent-reference` (default on, [`TrainConfig::concurrent_reference`]) evaluates `f_ref`
+//! on a second thread while the policy runs, which PyTorch's eager loop does not do; `off`
+//! measures the strictly sequential loop.
+//!
+//! [`TrainConfig::concurrent_reference`]: rocm::trainer::TrainConfig::concurrent_reference
 //!
 //! Prints one JSON line with `--json` (`config`, `steps`, `iters`, `s_per_iter` = median,
 //! `peak_rss_mib` = the process's own peak resident set, `backend`, …), else a table.
@@ -30,7 +36,7 @@ use rocm::bench::{BenchModels, BenchSize, bench_train_config};
 use rocm::trainer::RocmTrainer;
 
 const USAGE: &str = "usage: bench_rocm --config tiny|small [--iters N] [--warmup W] \
-[--checkpointing on|off] [--device auto|flex|wgpu|cuda] [--json]";
+[--checkpointing on|off] [--concurrent-reference on|off] [--device auto|flex|wgpu|cuda] [--json]";
 
 /// Parsed command line.
 #[derive(Debug)]
@@ -39,6 +45,7 @@ struct Args {
     iters: usize,
     warmup: usize,
     checkpointing: bool,
+    concurrent_reference: bool,
     device: String,
     json: bool,
 }
@@ -50,6 +57,7 @@ fn parse_args() -> Result<Args, String> {
         iters: 10,
         warmup: 2,
         checkpointing: false,
+        concurrent_reference: true,
         device: "auto".into(),
         json: false,
     };
@@ -60,13 +68,8 @@ fn parse_args() -> Result<Args, String> {
             "--config" => config = Some(value()?.parse()?),
             "--iters" => args.iters = count(&flag, &value()?)?,
             "--warmup" => args.warmup = count(&flag, &value()?)?,
-            "--checkpointing" => {
-                args.checkpointing = match value()?.as_str() {
-                    "on" => true,
-                    "off" => false,
-                    other => return Err(format!("--checkpointing: `{other}` is not on|off")),
-                }
-            }
+            "--checkpointing" => args.checkpointing = on_off(&flag, &value()?)?,
+            "--concurrent-reference" => args.concurrent_reference = on_off(&flag, &value()?)?,
             "--device" => args.device = value()?,
             "--json" => args.json = true,
             "-h" | "--help" => return Err(USAGE.into()),
@@ -78,6 +81,14 @@ fn parse_args() -> Result<Args, String> {
         return Err("--iters must be at least 1".into());
     }
     Ok(args)
+}
+
+fn on_off(flag: &str, text: &str) -> Result<bool, String> {
+    match text {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(format!("{flag}: `{other}` is not on|off")),
+    }
 }
 
 fn count(flag: &str, text: &str) -> Result<usize, String> {
@@ -119,7 +130,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let models = BenchModels::new(args.config, &device)?;
     let (base_params, lora_params, adapters) =
         (models.base_params, models.lora_params, models.lora_layers);
-    let config = bench_train_config(args.checkpointing);
+    let config = bench_train_config(args.checkpointing, args.concurrent_reference);
     let divergence = config.divergence()?;
     let conditioning = models.conditioning;
     let encode = move |prompts: &[String]| conditioning.clone().repeat_dim(0, prompts.len());
@@ -178,6 +189,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         "backend": backend.to_string(),
         "threads": threads(),
         "checkpointing": if args.checkpointing { "on" } else { "off" },
+        "concurrent_reference": if args.concurrent_reference { "on" } else { "off" },
         "loss_first": losses.first(),
         "loss_last": losses.last(),
         "trainable_params": lora_params,
@@ -190,6 +202,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         println!("bench_rocm: config {}, K = 8, batch 1", args.config);
         println!("  backend            {backend} ({} threads)", threads());
         println!("  checkpointing      {}", record["checkpointing"]);
+        println!("  concurrent ref.    {}", record["concurrent_reference"]);
         println!("  UNet params        {base_params} (+{lora_params} LoRA in {adapters} layers)");
         println!("  s/iter (median)    {s_per_iter:.4}   min {min:.4}   mean {mean:.4}");
         match peak {

@@ -14,8 +14,9 @@
 //! # Ok(()) }
 //! ```
 
-use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use burn::prelude::*;
 use rocm_sampler::{
@@ -209,7 +210,7 @@ impl LcmPipeline {
         steps: usize,
         guidance: f32,
         noise: NoiseSource,
-        progress: impl FnMut(usize, usize),
+        progress: impl FnMut(usize, usize) + Send,
     ) -> Result<Tensor<4>, PipelineError> {
         let noise = match noise {
             NoiseSource::Seed(seed) => {
@@ -239,7 +240,7 @@ impl LcmPipeline {
         steps: usize,
         guidance: f32,
         noise: SamplerNoise<4>,
-        progress: impl FnMut(usize, usize),
+        progress: impl FnMut(usize, usize) + Send,
     ) -> Result<Tensor<4>, PipelineError> {
         let sampler = Sampler::new(self.scheduler.clone());
         let options = SamplerOptions::new(steps).with_guidance(Guidance::embedded(guidance));
@@ -248,9 +249,9 @@ impl LcmPipeline {
         let text = self.encode_prompts(prompts)?;
         let model = WithProgress {
             unet: &self.unet,
-            calls: Cell::new(0),
+            calls: AtomicUsize::new(0),
             total,
-            progress: RefCell::new(progress),
+            progress: Mutex::new(progress),
         };
         let trajectory = sampler.sample(&model, &text, noise, &options)?;
         Ok(trajectory.final_latent)
@@ -260,19 +261,20 @@ impl LcmPipeline {
 /// The UNet with a callback after each model call (the sampler makes one call per step).
 struct WithProgress<'a, F> {
     unet: &'a UNet2DConditionModel,
-    calls: Cell<usize>,
+    calls: AtomicUsize,
     total: usize,
-    progress: RefCell<F>,
+    progress: Mutex<F>,
 }
 
-impl<F: FnMut(usize, usize)> ConsistencyModel<4> for WithProgress<'_, F> {
+impl<F: FnMut(usize, usize) + Send> ConsistencyModel<4> for WithProgress<'_, F> {
     type Conditioning = Tensor<3>;
 
     fn predict(&self, input: &ModelInput<4>, conditioning: &Tensor<3>) -> Prediction<4> {
         let prediction = self.unet.predict(input, conditioning);
-        let call = self.calls.get() + 1;
-        self.calls.set(call);
-        (self.progress.borrow_mut())(call, self.total);
+        let call = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Ok(mut progress) = self.progress.lock() {
+            progress(call, self.total);
+        }
         prediction
     }
 

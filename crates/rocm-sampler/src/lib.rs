@@ -172,10 +172,10 @@ pub struct Prediction<const D: usize> {
 /// assert_eq!(tuned, vec![1.0, 2.0, 2.0, 1.0]);
 /// assert_eq!(base, vec![0.0, 2.0, 1.0, 1.0]);
 /// ```
-pub trait ConsistencyModel<const D: usize> {
+pub trait ConsistencyModel<const D: usize>: Sync {
     /// What the network is conditioned on (text embeddings, class labels, `()`), batched like the
     /// latent.
-    type Conditioning;
+    type Conditioning: Sync;
 
     /// Evaluates the network (with its adapters, if any) at `input`; differentiable on an
     /// autodiff device.

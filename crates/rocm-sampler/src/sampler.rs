@@ -21,6 +21,10 @@ pub struct SamplerOptions<C> {
     /// Also evaluate the frozen base (`predict_base`) on each state and record
     /// `f_ref` / `μ_ref`, detached (default `false`).
     pub record_base: bool,
+    /// Evaluate the base on a second thread while the policy runs on the calling one (default
+    /// `false`). On CPU backends whose kernels leave cores idle (small latents) this hides the
+    /// base's cost; results are the same.
+    pub concurrent_base: bool,
 }
 
 impl<C> SamplerOptions<C> {
@@ -32,6 +36,7 @@ impl<C> SamplerOptions<C> {
             timesteps: None,
             guidance: Guidance::None,
             record_base: false,
+            concurrent_base: false,
         }
     }
 
@@ -57,6 +62,15 @@ impl<C> SamplerOptions<C> {
     pub fn with_base(self, record_base: bool) -> Self {
         Self {
             record_base,
+            ..self
+        }
+    }
+
+    /// Evaluates the base concurrently with the policy, on a second thread (see
+    /// [`SamplerOptions::concurrent_base`]).
+    pub fn with_concurrent_base(self, concurrent_base: bool) -> Self {
+        Self {
+            concurrent_base,
             ..self
         }
     }
@@ -168,13 +182,29 @@ impl Sampler {
         M: ConsistencyModel<D>,
     {
         let guidance = &options.guidance;
-        let prediction = guidance.predict(model, latent.clone(), timestep, conditioning, false);
-        let denoised = self.scheduler.denoise(prediction, timestep, latent.clone());
-        let base_denoised = options.record_base.then(|| {
+        let policy = || {
+            let prediction = guidance.predict(model, latent.clone(), timestep, conditioning, false);
+            self.scheduler.denoise(prediction, timestep, latent.clone())
+        };
+        let base = || {
             let x = latent.clone().detach();
             let base = guidance.predict(model, x.clone(), timestep, conditioning, true);
             self.scheduler.denoise(base, timestep, x).detach()
-        });
+        };
+        let (denoised, base_denoised) = if !options.record_base {
+            (policy(), None)
+        } else if options.concurrent_base {
+            std::thread::scope(|s| {
+                let handle = s.spawn(base);
+                let denoised = policy();
+                let base = handle
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p));
+                (denoised, Some(base))
+            })
+        } else {
+            (policy(), Some(base()))
+        };
         self.record(index, timestep, latent, denoised, base_denoised, next)
     }
 

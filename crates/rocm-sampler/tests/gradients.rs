@@ -122,6 +122,39 @@ fn plain_and_checkpointed_gradients_agree() {
     }
 }
 
+#[test]
+fn concurrent_base_changes_nothing_but_the_thread() {
+    let device = Device::flex().autodiff();
+    let m = model(&device);
+    let sampler = Sampler::default();
+    for mode in [GradientMode::Plain, GradientMode::Checkpointed] {
+        let run = |concurrent| {
+            let noise = SamplerNoise::from_seed([4, 3], 4, 5, &device);
+            let options = options(4).with_concurrent_base(concurrent);
+            gradients(&sampler, &m, &(), noise, &options, &Objective, mode).unwrap()
+        };
+        let (serial, concurrent) = (run(false), run(true));
+        assert_eq!(serial.loss.to_data(), concurrent.loss.to_data(), "{mode:?}");
+        for (a, b) in serial
+            .trajectory
+            .steps
+            .iter()
+            .zip(&concurrent.trajectory.steps)
+        {
+            let base =
+                |s: &TrajectoryStep<2>| s.base_denoised.as_ref().expect("base recorded").to_data();
+            assert_eq!(base(a), base(b), "{mode:?} step {}", a.index);
+        }
+        for (name, id, rank) in param_ids(&m) {
+            assert_eq!(
+                grad_vec(&serial.grads, id, rank),
+                grad_vec(&concurrent.grads, id, rank),
+                "{mode:?} {name}"
+            );
+        }
+    }
+}
+
 /// The loss as a plain function of the model, for finite differences.
 fn loss_of(m: &ToyEpsMlp, k: usize) -> f64 {
     let device = Device::flex();

@@ -171,6 +171,7 @@ where
         SamplerOptions::new(self.config.num_steps)
             .with_guidance(guidance)
             .with_base(true)
+            .with_concurrent_base(self.config.concurrent_reference)
     }
 
     /// The noise of a batch: sample `i` is `SamplerNoise::from_seed(latent_shape, K, seeds[i])`.
