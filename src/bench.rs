@@ -8,6 +8,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use burn::module::{ModuleVisitor, Param};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use rocm_lora::{LoraConfig, LoraContainer, apply_lora};
@@ -135,7 +136,10 @@ impl BenchModels {
         let unet_config = size.unet_config();
         device.seed(0);
         let mut unet = unet_config.init(device);
-        let vae = size.vae_config().init(device).no_grad();
+        unet.visit(&mut Materialise);
+        let vae = size.vae_config().init(device);
+        vae.visit(&mut Materialise);
+        let vae = vae.no_grad();
         let base_params = unet.num_params();
         apply_lora(&mut unet, &LoraConfig::paper())?;
         let lora_params = unet.num_params() - base_params;
@@ -158,6 +162,17 @@ impl BenchModels {
             lora_params,
             lora_layers,
         })
+    }
+}
+
+/// Draws every lazily initialised parameter now, in module order. Burn initialises a parameter
+/// on first access, so without this the random weights would depend on which code path touches
+/// them first (a plain forward pass and `Module::valid` visit them in different orders).
+struct Materialise;
+
+impl ModuleVisitor for Materialise {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let _ = param.val();
     }
 }
 
@@ -204,14 +219,43 @@ mod tests {
         assert!("medium".parse::<BenchSize>().is_err());
     }
 
+    /// One test (not two): the models draw from the device's shared RNG, which parallel tests
+    /// would interleave.
     #[test]
-    fn tiny_models_carry_lora_on_attention_only() {
+    fn tiny_models_are_reproducible_and_carry_lora_on_attention_only() {
         let (device, _) = crate::select_device("auto").unwrap();
         let device = device.autodiff();
-        let m = BenchModels::new(BenchSize::Tiny, &device).unwrap();
+        let weights = |m: &BenchModels| {
+            struct Collect<'a>(&'a mut Vec<f32>);
+            impl ModuleVisitor for Collect<'_> {
+                fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+                    self.0
+                        .extend(p.val().into_data().try_to_vec::<f32>().unwrap());
+                }
+            }
+            let mut all = Vec::new();
+            m.unet.visit(&mut Collect(&mut all));
+            all
+        };
+        let first = BenchModels::new(BenchSize::Tiny, &device).unwrap();
+        let a = weights(&first);
+        // Touch the second model through a forward pass (another order than the fields') first.
+        let second = BenchModels::new(BenchSize::Tiny, &device).unwrap();
+        let x = Tensor::<4>::zeros(second.latent_shape, &device);
+        let t = Tensor::<1>::full([1], 999.0, &device);
+        let w = Tensor::<2>::zeros([1, 32], &device);
+        drop(
+            second
+                .unet
+                .forward(x, t, second.conditioning.clone(), Some(w)),
+        );
+        assert!(
+            a == weights(&second),
+            "the weights depend on the first access"
+        );
         // 4 projections × 2 attentions × 4 transformers (down, mid, 2 × up).
-        assert_eq!(m.lora_layers, 32);
-        assert_eq!(m.latent_shape, [1, 4, 8, 8]);
-        assert!(m.lora_params > 0 && m.lora_params < m.base_params / 10);
+        assert_eq!(first.lora_layers, 32);
+        assert_eq!(first.latent_shape, [1, 4, 8, 8]);
+        assert!(first.lora_params > 0 && first.lora_params < first.base_params / 10);
     }
 }
