@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example bench_rocm -- --config tiny|small [--iters N] [--warmup W]
-//!     [--checkpointing on|off] [--concurrent-reference on|off] [--json]
+//!     [--checkpointing on|off] [--concurrent on|off] [--json]
 //! ```
 //!
 //! The workload (identical on both sides): random weights (seed 0), batch 1, `K = 8` LCM steps
@@ -16,11 +16,12 @@
 //! random `[1, 77, cross_attention_dim]` tensor. It is exactly [`RocmTrainer::train_iteration`]
 //! with that configuration (no gradient clipping).
 //!
-//! `--concurrent-reference` (default on, [`TrainConfig::concurrent_reference`]) evaluates `f_ref`
-//! on a second thread while the policy runs, which PyTorch's eager loop does not do; `off`
+//! `--concurrent` (default on, [`TrainConfig::concurrent`]) runs independent model calls on a
+//! second thread (`f_ref` alongside the policy; with checkpointing, each step's recomputation
+//! alongside the previous step's backward), which PyTorch's eager loop does not do; `off`
 //! measures the strictly sequential loop.
 //!
-//! [`TrainConfig::concurrent_reference`]: rocm::trainer::TrainConfig::concurrent_reference
+//! [`TrainConfig::concurrent`]: rocm::trainer::TrainConfig::concurrent
 //!
 //! Prints one JSON line with `--json` (`config`, `steps`, `iters`, `s_per_iter` = median,
 //! `peak_rss_mib` = the process's own peak resident set, `backend`, …), else a table.
@@ -36,7 +37,7 @@ use rocm::bench::{BenchModels, BenchSize, bench_train_config};
 use rocm::trainer::RocmTrainer;
 
 const USAGE: &str = "usage: bench_rocm --config tiny|small [--iters N] [--warmup W] \
-[--checkpointing on|off] [--concurrent-reference on|off] [--device auto|flex|wgpu|cuda] [--json]";
+[--checkpointing on|off] [--concurrent on|off] [--device auto|flex|wgpu|cuda] [--json]";
 
 /// Parsed command line.
 #[derive(Debug)]
@@ -45,7 +46,7 @@ struct Args {
     iters: usize,
     warmup: usize,
     checkpointing: bool,
-    concurrent_reference: bool,
+    concurrent: bool,
     device: String,
     json: bool,
 }
@@ -57,7 +58,7 @@ fn parse_args() -> Result<Args, String> {
         iters: 10,
         warmup: 2,
         checkpointing: false,
-        concurrent_reference: true,
+        concurrent: true,
         device: "auto".into(),
         json: false,
     };
@@ -69,7 +70,7 @@ fn parse_args() -> Result<Args, String> {
             "--iters" => args.iters = count(&flag, &value()?)?,
             "--warmup" => args.warmup = count(&flag, &value()?)?,
             "--checkpointing" => args.checkpointing = on_off(&flag, &value()?)?,
-            "--concurrent-reference" => args.concurrent_reference = on_off(&flag, &value()?)?,
+            "--concurrent" => args.concurrent = on_off(&flag, &value()?)?,
             "--device" => args.device = value()?,
             "--json" => args.json = true,
             "-h" | "--help" => return Err(USAGE.into()),
@@ -130,7 +131,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let models = BenchModels::new(args.config, &device)?;
     let (base_params, lora_params, adapters) =
         (models.base_params, models.lora_params, models.lora_layers);
-    let config = bench_train_config(args.checkpointing, args.concurrent_reference);
+    let config = bench_train_config(args.checkpointing, args.concurrent);
     let divergence = config.divergence()?;
     let conditioning = models.conditioning;
     let encode = move |prompts: &[String]| conditioning.clone().repeat_dim(0, prompts.len());
@@ -189,7 +190,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         "backend": backend.to_string(),
         "threads": threads(),
         "checkpointing": if args.checkpointing { "on" } else { "off" },
-        "concurrent_reference": if args.concurrent_reference { "on" } else { "off" },
+        "concurrent": if args.concurrent { "on" } else { "off" },
         "loss_first": losses.first(),
         "loss_last": losses.last(),
         "trainable_params": lora_params,
@@ -202,7 +203,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         println!("bench_rocm: config {}, K = 8, batch 1", args.config);
         println!("  backend            {backend} ({} threads)", threads());
         println!("  checkpointing      {}", record["checkpointing"]);
-        println!("  concurrent ref.    {}", record["concurrent_reference"]);
+        println!("  concurrent         {}", record["concurrent"]);
         println!("  UNet params        {base_params} (+{lora_params} LoRA in {adapters} layers)");
         println!("  s/iter (median)    {s_per_iter:.4}   min {min:.4}   mean {mean:.4}");
         match peak {

@@ -179,8 +179,8 @@ impl ModuleVisitor for Materialise {
 /// The workload's training configuration: `K = 8` evenly spaced steps, guidance embedding of
 /// `w = 6.5` (`guidance_scale = 7.5`), KL summed over elements with β = 0.1, AdamW lr 6e-5
 /// with PyTorch's defaults, no gradient clipping, batch 1, no checkpoints or evaluation;
-/// per-step `checkpointing` and the `concurrent_reference` switch as given.
-pub fn bench_train_config(checkpointing: bool, concurrent_reference: bool) -> TrainConfig {
+/// per-step `checkpointing` and the `concurrent` switch as given.
+pub fn bench_train_config(checkpointing: bool, concurrent: bool) -> TrainConfig {
     TrainConfig {
         num_steps: 8,
         guidance_scale: 7.5,
@@ -188,7 +188,7 @@ pub fn bench_train_config(checkpointing: bool, concurrent_reference: bool) -> Tr
         divergence: "kl".into(),
         reduction: ReductionKind::Sum,
         gradient_checkpointing: checkpointing,
-        concurrent_reference,
+        concurrent,
         batch_size: 1,
         max_grad_norm: 0.0,
         learning_rate: 6e-5,

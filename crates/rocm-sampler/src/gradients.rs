@@ -193,20 +193,28 @@ where
         .sample(&model.valid(), conditioning, noise.inner(), options)?
         .detach();
 
-    let mut acc = GradientsAccumulator::<M>::new();
-    let leaf = lift(trajectory.final_latent.clone()).require_grad();
-    let final_term = objective.final_term(leaf.clone());
-    let mut upstream = backward_into(final_term.clone().mean(), &leaf, model, &mut acc);
-    let mut step_terms = vec![None; trajectory.num_steps()];
-    let mut loss = final_term.clone().inner().mean();
-
-    for recorded in trajectory.steps.iter().rev() {
-        let k = recorded.index;
+    // With `options.concurrent`, step k−1 is recomputed on a second thread while step k
+    // back-propagates on this one. The two graphs must not share nodes (Burn would merge them
+    // and serialise the threads), so consecutive steps alternate between the model and a copy
+    // whose trainable parameters are fresh leaves with the same parameter ids.
+    let replica = options
+        .concurrent
+        .then(|| model.clone().map(&mut FreshLeaves));
+    let model_for = |k: usize| match &replica {
+        Some(r) if k % 2 == 1 => r,
+        _ => model,
+    };
+    // The call of step k on a leaf `x_k`, recorded with a graph: (leaf, step record, x_{k+1}).
+    let recompute = |k: usize| {
+        let recorded = &trajectory.steps[k];
         let leaf = lift(recorded.latent.clone()).require_grad();
-        let prediction =
-            options
-                .guidance
-                .predict(model, leaf.clone(), recorded.timestep, conditioning, false);
+        let prediction = options.guidance.predict(
+            model_for(k),
+            leaf.clone(),
+            recorded.timestep,
+            conditioning,
+            false,
+        );
         let denoised = sampler
             .scheduler
             .denoise(prediction, recorded.timestep, leaf.clone());
@@ -217,6 +225,23 @@ where
         let base = recorded.base_denoised.clone().map(lift);
         let (step, x_next) =
             sampler.record(k, recorded.timestep, leaf.clone(), denoised, base, next);
+        (leaf, step, x_next)
+    };
+
+    let mut acc = GradientsAccumulator::<M>::new();
+    let leaf = lift(trajectory.final_latent.clone()).require_grad();
+    let final_term = objective.final_term(leaf.clone());
+    let mut step_terms = vec![None; trajectory.num_steps()];
+    let mut loss = final_term.clone().inner().mean();
+    let last = trajectory.num_steps().checked_sub(1);
+    // The backward of the final term runs while the last step is recomputed, and so on down.
+    let (mut upstream, mut current) = run_pair(
+        options.concurrent,
+        || backward_into(final_term.clone().mean(), &leaf, model, &mut acc),
+        || last.map(&recompute),
+    );
+    for k in (0..trajectory.num_steps()).rev() {
+        let (leaf, step, x_next) = current.take().expect("recomputed above");
         let term = objective.step_term(&step);
         let vjp = upstream.take().map(|g| (x_next * g).sum());
         let local = match (vjp, &term) {
@@ -229,9 +254,12 @@ where
             loss = loss + t.clone().inner().mean();
         }
         step_terms[k] = term.map(Tensor::inner);
-        if let Some(local) = local {
-            upstream = backward_into(local, &leaf, model, &mut acc);
-        }
+        let step_model = model_for(k);
+        (upstream, current) = run_pair(
+            options.concurrent,
+            || local.and_then(|l| backward_into(l, &leaf, step_model, &mut acc)),
+            || k.checked_sub(1).map(&recompute),
+        );
     }
     Ok(TrajectoryGradients {
         grads: acc.grads(),
@@ -240,6 +268,46 @@ where
         final_term: final_term.inner(),
         loss,
     })
+}
+
+/// Runs `a` on this thread and `b` on a second one when `concurrent`, else one after the other.
+fn run_pair<A, B: Send>(
+    concurrent: bool,
+    a: impl FnOnce() -> A,
+    b: impl FnOnce() -> B + Send,
+) -> (A, B) {
+    if !concurrent {
+        let first = a();
+        return (first, b());
+    }
+    std::thread::scope(|s| {
+        let handle = s.spawn(b);
+        let first = a();
+        let second = handle
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (first, second)
+    })
+}
+
+/// Replaces every trainable parameter by a detached copy that is a new autodiff leaf with the
+/// same [`burn::module::ParamId`]: the same values and gradients keyed the same way, in a graph
+/// of its own.
+struct FreshLeaves;
+
+impl burn::module::ModuleMapper for FreshLeaves {
+    fn map_float<const D: usize>(
+        &mut self,
+        param: burn::module::Param<Tensor<D>>,
+    ) -> burn::module::Param<Tensor<D>> {
+        param.map(|t| {
+            if t.is_require_grad() {
+                t.detach().require_grad()
+            } else {
+                t
+            }
+        })
+    }
 }
 
 /// Back-propagates `local` (if it depends on anything), adds the model's parameter gradients to

@@ -21,10 +21,12 @@ pub struct SamplerOptions<C> {
     /// Also evaluate the frozen base (`predict_base`) on each state and record
     /// `f_ref` / `μ_ref`, detached (default `false`).
     pub record_base: bool,
-    /// Evaluate the base on a second thread while the policy runs on the calling one (default
-    /// `false`). On CPU backends whose kernels leave cores idle (small latents) this hides the
-    /// base's cost; results are the same.
-    pub concurrent_base: bool,
+    /// Use a second thread for independent model calls (default `false`): the base runs while
+    /// the policy runs on the calling thread, and with [`crate::GradientMode::Checkpointed`]
+    /// the next step's recomputation runs while the current step back-propagates. On CPU
+    /// backends whose kernels leave cores idle (small latents) this hides those calls' cost;
+    /// results are the same.
+    pub concurrent: bool,
 }
 
 impl<C> SamplerOptions<C> {
@@ -36,7 +38,7 @@ impl<C> SamplerOptions<C> {
             timesteps: None,
             guidance: Guidance::None,
             record_base: false,
-            concurrent_base: false,
+            concurrent: false,
         }
     }
 
@@ -66,13 +68,9 @@ impl<C> SamplerOptions<C> {
         }
     }
 
-    /// Evaluates the base concurrently with the policy, on a second thread (see
-    /// [`SamplerOptions::concurrent_base`]).
-    pub fn with_concurrent_base(self, concurrent_base: bool) -> Self {
-        Self {
-            concurrent_base,
-            ..self
-        }
+    /// Uses a second thread for independent model calls (see [`SamplerOptions::concurrent`]).
+    pub fn with_concurrent(self, concurrent: bool) -> Self {
+        Self { concurrent, ..self }
     }
 }
 
@@ -193,7 +191,7 @@ impl Sampler {
         };
         let (denoised, base_denoised) = if !options.record_base {
             (policy(), None)
-        } else if options.concurrent_base {
+        } else if options.concurrent {
             std::thread::scope(|s| {
                 let handle = s.spawn(base);
                 let denoised = policy();

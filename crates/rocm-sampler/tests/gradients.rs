@@ -123,14 +123,14 @@ fn plain_and_checkpointed_gradients_agree() {
 }
 
 #[test]
-fn concurrent_base_changes_nothing_but_the_thread() {
+fn concurrency_changes_nothing_but_the_threads() {
     let device = Device::flex().autodiff();
     let m = model(&device);
     let sampler = Sampler::default();
     for mode in [GradientMode::Plain, GradientMode::Checkpointed] {
         let run = |concurrent| {
             let noise = SamplerNoise::from_seed([4, 3], 4, 5, &device);
-            let options = options(4).with_concurrent_base(concurrent);
+            let options = options(4).with_concurrent(concurrent);
             gradients(&sampler, &m, &(), noise, &options, &Objective, mode).unwrap()
         };
         let (serial, concurrent) = (run(false), run(true));

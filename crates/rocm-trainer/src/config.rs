@@ -136,10 +136,11 @@ pub struct TrainConfig {
     /// Recompute each sampler step in the backward pass to bound memory by one model call
     /// (default true).
     pub gradient_checkpointing: bool,
-    /// Evaluate the frozen reference `f_ref` on a second thread while the policy runs (default
-    /// true): the same numbers, and on CPU the reference's cost hides behind the policy's
-    /// (0.73× seconds per iteration in `bench_rocm --config small`, docs/performance.md).
-    pub concurrent_reference: bool,
+    /// Run independent model calls on a second thread (default true): the frozen reference
+    /// `f_ref` alongside the policy and, with `gradient_checkpointing`, each step's
+    /// recomputation alongside the previous step's backward. The same numbers; on CPU those
+    /// calls' cost hides behind the others' (docs/performance.md).
+    pub concurrent: bool,
     /// Prompts per micro-batch `B` (default 1, the paper's per-GPU batch).
     pub batch_size: usize,
     /// Micro-batches whose gradients are averaged before each update (default 1).
@@ -194,7 +195,7 @@ impl Default for TrainConfig {
             divergence: "kl".into(),
             reduction: ReductionKind::Mean,
             gradient_checkpointing: true,
-            concurrent_reference: true,
+            concurrent: true,
             batch_size: 1,
             gradient_accumulation_steps: 1,
             max_grad_norm: 1.0,

@@ -171,7 +171,7 @@ where
         SamplerOptions::new(self.config.num_steps)
             .with_guidance(guidance)
             .with_base(true)
-            .with_concurrent_base(self.config.concurrent_reference)
+            .with_concurrent(self.config.concurrent)
     }
 
     /// The noise of a batch: sample `i` is `SamplerNoise::from_seed(latent_shape, K, seeds[i])`.
