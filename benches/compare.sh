@@ -113,7 +113,12 @@ with open(out_file, "a") as log:
 
 
 def ratio(a, b):
-    return f"{a / b:.2f}" if b else "n/a"
+    return f"{a / b:.2f}" if a is not None and b else "n/a"
+
+
+def mib(v):
+    # null where the platform has no peak-RSS reading (no /proc/self/status)
+    return f"{v:.0f}" if v is not None else "n/a"
 
 
 header = ("config", "rust s/iter", "pytorch s/iter", "time rust/pt", "rust MiB", "pytorch MiB", "mem rust/pt")
@@ -124,8 +129,8 @@ for rust, pt in rows:
         f"{rust['s_per_iter']:.4f}",
         f"{pt['s_per_iter']:.4f}",
         ratio(rust["s_per_iter"], pt["s_per_iter"]),
-        f"{rust['peak_rss_mib']:.0f}",
-        f"{pt['peak_rss_mib']:.0f}",
+        mib(rust["peak_rss_mib"]),
+        mib(pt["peak_rss_mib"]),
         ratio(rust["peak_rss_mib"], pt["peak_rss_mib"]),
     ))
 widths = [max(len(row[i]) for row in table) for i in range(len(header))]

@@ -51,7 +51,8 @@ struct Args {
     json: bool,
 }
 
-fn parse_args() -> Result<Args, String> {
+/// The parsed arguments, or `None` for `--help`.
+fn parse_args() -> Result<Option<Args>, String> {
     let mut config = None;
     let mut args = Args {
         config: BenchSize::Tiny,
@@ -73,7 +74,7 @@ fn parse_args() -> Result<Args, String> {
             "--concurrent" => args.concurrent = on_off(&flag, &value()?)?,
             "--device" => args.device = value()?,
             "--json" => args.json = true,
-            "-h" | "--help" => return Err(USAGE.into()),
+            "-h" | "--help" => return Ok(None),
             other => return Err(format!("unknown argument `{other}`; {USAGE}")),
         }
     }
@@ -81,7 +82,7 @@ fn parse_args() -> Result<Args, String> {
     if args.iters == 0 {
         return Err("--iters must be at least 1".into());
     }
-    Ok(args)
+    Ok(Some(args))
 }
 
 fn on_off(flag: &str, text: &str) -> Result<bool, String> {
@@ -132,6 +133,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let (base_params, lora_params, adapters) =
         (models.base_params, models.lora_params, models.lora_layers);
     let config = bench_train_config(args.checkpointing, args.concurrent);
+    let steps = config.num_steps;
     let divergence = config.divergence()?;
     let conditioning = models.conditioning;
     let encode = move |prompts: &[String]| conditioning.clone().repeat_dim(0, prompts.len());
@@ -180,7 +182,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let record = serde_json::json!({
         "impl": "rocm-rs",
         "config": args.config.to_string(),
-        "steps": 8,
+        "steps": steps,
         "iters": args.iters,
         "warmup": args.warmup,
         "s_per_iter": s_per_iter,
@@ -200,7 +202,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     if args.json {
         println!("{record}");
     } else {
-        println!("bench_rocm: config {}, K = 8, batch 1", args.config);
+        println!("bench_rocm: config {}, K = {steps}, batch 1", args.config);
         println!("  backend            {backend} ({} threads)", threads());
         println!("  checkpointing      {}", record["checkpointing"]);
         println!("  concurrent         {}", record["concurrent"]);
@@ -216,7 +218,11 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
 
 fn main() -> ExitCode {
     let args = match parse_args() {
-        Ok(a) => a,
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);

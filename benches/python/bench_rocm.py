@@ -32,7 +32,8 @@ Workload (one iteration = one ROCM training step)
   ``w = guidance_scale - 1 = 6.5`` (``guidance_scale = 7.5``), exactly as
   diffusers' ``LatentConsistencyModelPipeline`` builds it.
 * KL regulariser at the 7 non-final steps:
-  ``a_k * ||f_theta - f_ref||^2 / (2 (1 - a_k))`` summed over elements, where
+  ``a_{k+1} * ||f_theta - f_ref||^2 / (2 (1 - a_{k+1}))`` summed over elements (the KL
+  between the Gaussian policies N(sqrt(a_{k+1}) f, 1 - a_{k+1}) of x_{k+1}), where
   ``f_ref`` is the same UNet with its adapters disabled, run under
   ``torch.no_grad()`` on the detached state.
 * Reward: the final latent is decoded (``vae.decode(latent / 0.18215)``),
@@ -279,10 +280,11 @@ class Workload:
                 x_ref = x.detach()
                 f_ref = self._consistency(k, x_ref, self._eps(x_ref, t))
                 self.unet.enable_adapters()
-            a = self.alpha_bar[k]
-            kl = kl + a / (2.0 * (1.0 - a)) * (f - f_ref).pow(2).sum()
-
+            # KL between the step's Gaussian policies N(sqrt(a) f, 1 - a) and N(sqrt(a) f_ref,
+            # 1 - a) of x_{k+1}: `a` is the cumulative alpha of the *next* timestep.
             a_next = self.alpha_bar[k + 1]
+            kl = kl + a_next / (2.0 * (1.0 - a_next)) * (f - f_ref).pow(2).sum()
+
             x = math.sqrt(a_next) * f + math.sqrt(1.0 - a_next) * self.step_noise[k]
 
         image = self.vae.decode(f / VAE_SCALING_FACTOR, return_dict=False)[0]

@@ -7,6 +7,8 @@
 //! Why thread-local: a forward pass records its graph on the calling thread (Burn's kernels may
 //! run on a thread pool, but layer code — where the flag is read — runs on the caller's
 //! thread), so a thread-local flag scopes exactly one call tree and no other thread's model.
+//! Work that the closure hands to another thread (e.g. `rocm_sampler`'s `concurrent` option)
+//! runs with that thread's own flag: disable the adapters inside the code that runs there.
 
 use std::cell::Cell;
 

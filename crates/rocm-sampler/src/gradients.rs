@@ -43,8 +43,9 @@ pub enum GradientMode {
     /// Per-step recomputation: a forward pass without graph keeps only the step inputs `x_k`;
     /// the backward walk recomputes each call on a leaf `x_k` and back-propagates the
     /// vector-Jacobian product `⟨x_{k+1}, ∂L/∂x_{k+1}⟩ + step_term_k`. Memory is bounded by one
-    /// call; each call runs twice. The gradients equal [`GradientMode::Plain`]'s up to
-    /// summation order.
+    /// call's graph (two with [`SamplerOptions::concurrent`], which recomputes the next step
+    /// while the current one back-propagates); each call runs twice. The gradients equal
+    /// [`GradientMode::Plain`]'s up to summation order.
     Checkpointed,
 }
 
@@ -197,8 +198,7 @@ where
     // back-propagates on this one. The two graphs must not share nodes (Burn would merge them
     // and serialise the threads), so consecutive steps alternate between the model and a copy
     // whose trainable parameters are fresh leaves with the same parameter ids.
-    let replica = options
-        .concurrent
+    let replica = (options.concurrent && trajectory.num_steps() > 1)
         .then(|| model.clone().map(&mut FreshLeaves));
     let model_for = |k: usize| match &replica {
         Some(r) if k % 2 == 1 => r,
@@ -256,7 +256,7 @@ where
         step_terms[k] = term.map(Tensor::inner);
         let step_model = model_for(k);
         (upstream, current) = run_pair(
-            options.concurrent,
+            options.concurrent && k > 0, // step 0 has no predecessor to recompute
             || local.and_then(|l| backward_into(l, &leaf, step_model, &mut acc)),
             || k.checked_sub(1).map(&recompute),
         );

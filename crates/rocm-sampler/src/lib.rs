@@ -172,6 +172,11 @@ pub struct Prediction<const D: usize> {
 /// assert_eq!(tuned, vec![1.0, 2.0, 2.0, 1.0]);
 /// assert_eq!(base, vec![0.0, 2.0, 1.0, 1.0]);
 /// ```
+///
+/// # Threads
+/// The sampler may call `predict` and `predict_base` at the same time from two threads
+/// ([`SamplerOptions::concurrent`]), hence the `Sync` bounds: keep per-call state in atomics or
+/// a `Mutex`, not in `Cell`/`RefCell`.
 pub trait ConsistencyModel<const D: usize>: Sync {
     /// What the network is conditioned on (text embeddings, class labels, `()`), batched like the
     /// latent.

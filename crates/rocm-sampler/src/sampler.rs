@@ -18,14 +18,20 @@ pub struct SamplerOptions<C> {
     pub timesteps: Option<Vec<usize>>,
     /// Guidance applied at every call (default none).
     pub guidance: Guidance<C>,
-    /// Also evaluate the frozen base (`predict_base`) on each state and record
-    /// `f_ref` / `μ_ref`, detached (default `false`).
+    /// Also evaluate the frozen base (`predict_base`) on each state that has a policy (every step
+    /// but the last, which is deterministic) and record `f_ref` / `μ_ref`, detached (default
+    /// `false`).
     pub record_base: bool,
     /// Use a second thread for independent model calls (default `false`): the base runs while
     /// the policy runs on the calling thread, and with [`crate::GradientMode::Checkpointed`]
     /// the next step's recomputation runs while the current step back-propagates. On CPU
     /// backends whose kernels leave cores idle (small latents) this hides those calls' cost;
-    /// results are the same.
+    /// results are the same. Checkpointed gradients then hold two calls' graphs at once.
+    ///
+    /// Thread-local state of the caller does not follow the work to the second thread: in
+    /// particular, do not combine it with `rocm_lora::with_adapters_disabled` around the whole
+    /// run (the recomputation would see the adapters on); record the base with
+    /// [`SamplerOptions::with_base`] instead.
     pub concurrent: bool,
 }
 
@@ -189,7 +195,8 @@ impl Sampler {
             let base = guidance.predict(model, x.clone(), timestep, conditioning, true);
             self.scheduler.denoise(base, timestep, x).detach()
         };
-        let (denoised, base_denoised) = if !options.record_base {
+        // The last step has no policy and so no divergence: its base is never needed.
+        let (denoised, base_denoised) = if !options.record_base || next.is_none() {
             (policy(), None)
         } else if options.concurrent {
             std::thread::scope(|s| {
@@ -300,9 +307,18 @@ mod tests {
                     .zip(host(f.clone()))
                     .all(|(a, b)| (a - b).abs() < 1e-6)
             );
-            let base = host(traj.steps[k].base_denoised.clone().unwrap());
-            let want = host(x.clone() * c_skip as f32);
-            assert!(base.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6));
+            match traj.steps[k].base_denoised.clone() {
+                Some(base) => {
+                    let want = host(x.clone() * c_skip as f32);
+                    assert!(
+                        host(base)
+                            .iter()
+                            .zip(want)
+                            .all(|(a, b)| (a - b).abs() < 1e-6)
+                    );
+                }
+                None => assert_eq!(k, 2, "only the last step has no base"),
+            }
             x = match traj.steps[k].policy.as_ref() {
                 Some(p) => {
                     let (scale, std) = s.transition_scales(p.next_timestep);

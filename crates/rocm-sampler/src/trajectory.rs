@@ -77,7 +77,7 @@ pub struct TrajectoryStep<const D: usize> {
     /// `f_θ(x_k, t_k)` (diffusers' `denoised`).
     pub denoised: Tensor<D>,
     /// `f_ref(x_k, t_k)`: the frozen base (`predict_base`) on the policy's own state, detached;
-    /// present when the run was asked to record it.
+    /// present when the run was asked to record it, on every step but the last.
     pub base_denoised: Option<Tensor<D>>,
     /// The Gaussian policy of `x_{k+1}`; `None` on the last step, which is deterministic.
     pub policy: Option<StepPolicy<D>>,

@@ -124,33 +124,42 @@ fn plain_and_checkpointed_gradients_agree() {
 
 #[test]
 fn concurrency_changes_nothing_but_the_threads() {
-    let device = Device::flex().autodiff();
-    let m = model(&device);
-    let sampler = Sampler::default();
-    for mode in [GradientMode::Plain, GradientMode::Checkpointed] {
-        let run = |concurrent| {
-            let noise = SamplerNoise::from_seed([4, 3], 4, 5, &device);
-            let options = options(4).with_concurrent(concurrent);
-            gradients(&sampler, &m, &(), noise, &options, &Objective, mode).unwrap()
-        };
-        let (serial, concurrent) = (run(false), run(true));
-        assert_eq!(serial.loss.to_data(), concurrent.loss.to_data(), "{mode:?}");
-        for (a, b) in serial
-            .trajectory
-            .steps
-            .iter()
-            .zip(&concurrent.trajectory.steps)
+    for device in [
+        Device::flex().autodiff(),
+        Device::flex().autodiff().gradient_checkpointing(),
+    ] {
+        let m = model(&device);
+        let sampler = Sampler::default();
+        for (k, mode) in [1, 2, 4]
+            .into_iter()
+            .flat_map(|k| [(k, GradientMode::Plain), (k, GradientMode::Checkpointed)])
         {
-            let base =
-                |s: &TrajectoryStep<2>| s.base_denoised.as_ref().expect("base recorded").to_data();
-            assert_eq!(base(a), base(b), "{mode:?} step {}", a.index);
-        }
-        for (name, id, rank) in param_ids(&m) {
-            assert_eq!(
-                grad_vec(&serial.grads, id, rank),
-                grad_vec(&concurrent.grads, id, rank),
-                "{mode:?} {name}"
-            );
+            let run = |concurrent| {
+                let noise = SamplerNoise::from_seed([4, 3], k, 5, &device);
+                let options = options(k).with_concurrent(concurrent);
+                gradients(&sampler, &m, &(), noise, &options, &Objective, mode).unwrap()
+            };
+            let (serial, concurrent) = (run(false), run(true));
+            let what = format!("K = {k}, {mode:?}");
+            assert_eq!(serial.loss.to_data(), concurrent.loss.to_data(), "{what}");
+            for (a, b) in serial
+                .trajectory
+                .steps
+                .iter()
+                .zip(&concurrent.trajectory.steps)
+            {
+                let base = |s: &TrajectoryStep<2>| s.base_denoised.as_ref().map(|t| t.to_data());
+                assert_eq!(base(a), base(b), "{what}, step {}", a.index);
+                // The reference is evaluated exactly on the steps that have a policy.
+                assert_eq!(base(a).is_some(), a.policy.is_some(), "{what}");
+            }
+            for (name, id, rank) in param_ids(&m) {
+                assert_eq!(
+                    grad_vec(&serial.grads, id, rank),
+                    grad_vec(&concurrent.grads, id, rank),
+                    "{what}: {name}"
+                );
+            }
         }
     }
 }

@@ -133,13 +133,15 @@ pub struct TrainConfig {
     pub divergence: String,
     /// Reduction of the per-element divergence over the latent (default `mean`).
     pub reduction: ReductionKind,
-    /// Recompute each sampler step in the backward pass to bound memory by one model call
-    /// (default true).
+    /// Recompute each sampler step in the backward pass to bound memory by one model call's
+    /// graph, two with `concurrent` (default true).
     pub gradient_checkpointing: bool,
     /// Run independent model calls on a second thread (default true): the frozen reference
     /// `f_ref` alongside the policy and, with `gradient_checkpointing`, each step's
     /// recomputation alongside the previous step's backward. The same numbers; on CPU those
-    /// calls' cost hides behind the others' (docs/performance.md).
+    /// calls' cost hides behind the others' (docs/performance.md), at the price of a second
+    /// model call's graph in memory with `gradient_checkpointing`. Measured on the CPU backend
+    /// only; set it to false on a GPU whose memory is tight.
     pub concurrent: bool,
     /// Prompts per micro-batch `B` (default 1, the paper's per-GPU batch).
     pub batch_size: usize,

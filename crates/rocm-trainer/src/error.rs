@@ -80,6 +80,14 @@ pub enum Error {
         /// What does not fit.
         message: String,
     },
+    /// Images that cannot be written as 8-bit RGB.
+    #[error("{path}: images of shape {dims:?} are not [B, 3, H, W]")]
+    ImageShape {
+        /// The file or folder that was to be written.
+        path: PathBuf,
+        /// The tensor's shape.
+        dims: [usize; 4],
+    },
 }
 
 /// `Error::Io` for `path`.

@@ -144,6 +144,7 @@ pub fn to_rgb8(chw: &[f32]) -> Vec<u8> {
 /// # Shapes
 /// - `images`: `[B, 3, H, W]` in `[0, 1]`
 pub fn write_images(dir: &Path, images: Tensor<4>) -> Result<Vec<PathBuf>, Error> {
+    check_rgb(dir, &images)?;
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let images = RgbImage::from_tensor(images);
     let mut written = Vec::with_capacity(images.len() + 1);
@@ -158,12 +159,25 @@ pub fn write_images(dir: &Path, images: Tensor<4>) -> Result<Vec<PathBuf>, Error
     Ok(written)
 }
 
+/// [`Error::ImageShape`] unless `images` is `[B, 3, H, W]` (what [`RgbImage::from_tensor`] takes).
+fn check_rgb(path: &Path, images: &Tensor<4>) -> Result<(), Error> {
+    let dims = images.dims();
+    if dims[1] == 3 {
+        return Ok(());
+    }
+    Err(Error::ImageShape {
+        path: path.to_path_buf(),
+        dims,
+    })
+}
+
 /// Writes a grid of `cols` columns (row-major, see [`RgbImage::grid`]) to the PNG `path`,
 /// creating its folder.
 ///
 /// # Shapes
 /// - `images`: `[B, 3, H, W]` in `[0, 1]`; the grid is `[⌈B/cols⌉·H, cols·W]`
 pub fn write_grid(path: &Path, images: Tensor<4>, cols: usize) -> Result<(), Error> {
+    check_rgb(path, &images)?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
     }
@@ -221,5 +235,18 @@ mod tests {
         let info = decoder.read_info().unwrap().info().clone();
         assert_eq!((info.width, info.height), (10, 4));
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn images_without_three_channels_are_an_error_naming_the_file() {
+        let device = Device::flex();
+        let path = std::env::temp_dir().join("rocm-images-never-written.png");
+        let err = write_grid(&path, Tensor::<4>::ones([2, 1, 4, 4], &device), 2).unwrap_err();
+        assert!(
+            err.to_string().contains("rocm-images-never-written.png"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("[2, 1, 4, 4]"), "{err}");
+        assert!(!path.exists());
     }
 }

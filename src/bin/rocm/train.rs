@@ -68,7 +68,7 @@ impl Adapters<'_> {
             Self::New => drop(apply_lora(model, &config.lora.to_lora_config())?),
             Self::Load(Some(path)) => {
                 let report = load_adapters(model, path)
-                    .map_err(|e| format!("--lora {}: {e}", path.display()))?;
+                    .map_err(|e| format!("LoRA adapters {}: {e}", path.display()))?;
                 eprintln!(
                     "loaded {} LoRA adapters from {}",
                     report.loaded.len(),
