@@ -5,24 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::process::{Command, Output};
 
-/// `cargo test` builds the examples next to the test binaries: `target/<profile>/examples/`.
-fn example_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-    let bin = profile_dir.join("examples").join("bench_rocm");
-    assert!(
-        bin.exists(),
-        "{} is missing: run through `cargo test`",
-        bin.display()
-    );
-    bin
-}
-
 fn run(args: &[&str]) -> Output {
-    Command::new(example_binary())
+    Command::new(common::example_binary("bench_rocm"))
         .args(args)
         .env("RAYON_NUM_THREADS", "1")
         .output()

@@ -4,26 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
 
-/// `cargo test` builds the examples next to the test binaries: `target/<profile>/examples/`.
-fn example_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-    let bin = profile_dir.join("examples").join("divergences");
-    assert!(
-        bin.exists(),
-        "{} is missing: run through `cargo test`",
-        bin.display()
-    );
-    bin
-}
-
 fn run(input: &Path) -> Output {
-    Command::new(example_binary())
+    Command::new(common::example_binary("divergences"))
         .arg("--input")
         .arg(input)
         .output()

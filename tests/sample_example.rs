@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -17,19 +19,6 @@ const PROMPTS: [&str; 2] = [
     "a photo of a cat",
     "an astronaut riding a horse on the moon",
 ];
-
-/// `cargo test` builds the examples next to the test binaries: `target/<profile>/examples/`.
-fn example_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-    let bin = profile_dir.join("examples").join("sample");
-    assert!(
-        bin.exists(),
-        "{} is missing: run through `cargo test`",
-        bin.display()
-    );
-    bin
-}
 
 fn pipeline_b() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/rocm-models/tests/fixtures/pipeline-b")
@@ -42,7 +31,7 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 fn run(model: &Path, out: &Path, extra: &[&str]) -> Output {
-    let mut command = Command::new(example_binary());
+    let mut command = Command::new(common::example_binary("sample"));
     command.arg("--model").arg(model);
     for prompt in PROMPTS {
         command.args(["--prompt", prompt]);
@@ -175,7 +164,7 @@ fn bad_input_exits_with_code_2() {
 
     // The fixture's noise is for K = 4; asking for 3 steps is a shape error, not a panic.
     let noise = pipeline_b().join("expected.safetensors");
-    let output = Command::new(example_binary())
+    let output = Command::new(common::example_binary("sample"))
         .arg("--model")
         .arg(pipeline_b())
         .args(["--prompt", "a", "--prompt", "b", "--steps", "3", "--out"])

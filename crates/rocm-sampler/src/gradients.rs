@@ -5,6 +5,7 @@ use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::GradientCheckpointingStrategy;
 
+use crate::threads::run_pair;
 use crate::{
     ConsistencyModel, Error, Sampler, SamplerNoise, SamplerOptions, Trajectory, TrajectoryStep,
 };
@@ -267,26 +268,6 @@ where
         step_terms,
         final_term: final_term.inner(),
         loss,
-    })
-}
-
-/// Runs `a` on this thread and `b` on a second one when `concurrent`, else one after the other.
-fn run_pair<A, B: Send>(
-    concurrent: bool,
-    a: impl FnOnce() -> A,
-    b: impl FnOnce() -> B + Send,
-) -> (A, B) {
-    if !concurrent {
-        let first = a();
-        return (first, b());
-    }
-    std::thread::scope(|s| {
-        let handle = s.spawn(b);
-        let first = a();
-        let second = handle
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (first, second)
     })
 }
 

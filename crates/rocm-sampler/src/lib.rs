@@ -64,6 +64,7 @@ mod noise;
 mod sampler;
 mod schedule;
 mod scheduling_lcm;
+mod threads;
 pub mod toy;
 mod trajectory;
 

@@ -1,5 +1,6 @@
 //! The LCM multistep sampler (METHOD.md §1, the paper's Algorithm 1).
 
+use crate::threads::run_pair;
 use burn::prelude::*;
 
 use crate::{
@@ -198,17 +199,9 @@ impl Sampler {
         // The last step has no policy and so no divergence: its base is never needed.
         let (denoised, base_denoised) = if !options.record_base || next.is_none() {
             (policy(), None)
-        } else if options.concurrent {
-            std::thread::scope(|s| {
-                let handle = s.spawn(base);
-                let denoised = policy();
-                let base = handle
-                    .join()
-                    .unwrap_or_else(|p| std::panic::resume_unwind(p));
-                (denoised, Some(base))
-            })
         } else {
-            (policy(), Some(base()))
+            let (denoised, base) = run_pair(options.concurrent, policy, base);
+            (denoised, Some(base))
         };
         self.record(index, timestep, latent, denoised, base_denoised, next)
     }
