@@ -62,6 +62,7 @@ fn rocm_step(c: &mut Criterion) {
                     divergence: "kl".into(),
                     batch_size: batch,
                     gradient_checkpointing: checkpointing,
+                    concurrent: false, // the toy is too small to gain from a second thread
                     learning_rate: 1e-3,
                     iterations: 1_000_000,
                     checkpoint_every: 0,

@@ -145,6 +145,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             batch_size: batch,
             learning_rate: lr,
             gradient_checkpointing: false,
+            // A 2-D MLP call takes microseconds: a second thread costs more than it saves.
+            concurrent: false,
             max_grad_norm: 1.0,
             iterations,
             seed: 7,
