@@ -23,13 +23,15 @@ pub struct SamplerOptions<C> {
     /// but the last, which is deterministic) and record `f_ref` / `μ_ref`, detached (default
     /// `false`).
     pub record_base: bool,
-    /// Use a second thread for independent model calls (default `false`): the base runs while
-    /// the policy runs on the calling thread, and with [`crate::GradientMode::Checkpointed`]
-    /// the next step's recomputation runs while the current step back-propagates. On CPU
-    /// backends whose kernels leave cores idle (small latents) this hides those calls' cost;
-    /// results are the same. Checkpointed gradients then hold two calls' graphs at once.
+    /// Run independent model calls at the same time (default `false`), as a `rayon::join` on
+    /// the pool Burn's CPU kernels share: the base alongside the policy, and with
+    /// [`crate::GradientMode::Checkpointed`] the next step's recomputation alongside the current
+    /// step's backward. On CPU backends whose kernels leave cores idle (UNet-sized calls on
+    /// small latents) this hides those calls' cost; results are the same. Checkpointed
+    /// gradients then hold two calls' graphs at once. Calls of a few microseconds (the 2-D toy)
+    /// lose more to the hand-off than they gain.
     ///
-    /// Thread-local state of the caller does not follow the work to the second thread: in
+    /// Thread-local state of the caller does not follow the work onto the pool's threads: in
     /// particular, do not combine it with `rocm_lora::with_adapters_disabled` around the whole
     /// run (the recomputation would see the adapters on); record the base with
     /// [`SamplerOptions::with_base`] instead.
