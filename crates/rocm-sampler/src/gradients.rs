@@ -46,7 +46,9 @@ pub enum GradientMode {
     /// vector-Jacobian product `⟨x_{k+1}, ∂L/∂x_{k+1}⟩ + step_term_k`. Memory is bounded by one
     /// call's graph (two with [`SamplerOptions::concurrent`], which recomputes the next step
     /// while the current one back-propagates); each call runs twice. The gradients equal
-    /// [`GradientMode::Plain`]'s up to summation order.
+    /// [`GradientMode::Plain`]'s up to summation order. The model must be a deterministic
+    /// function of its inputs: a random layer (LoRA dropout in training mode) would draw new
+    /// masks on the recomputation, and the gradient would belong to another forward.
     Checkpointed,
 }
 

@@ -57,7 +57,7 @@ pub struct LoraSection {
     pub target_modules: Vec<String>,
     /// `"gaussian"` (`A ~ N(0, 1/r)`, `B = 0`; default) or `"default"` (PEFT's Kaiming A).
     pub init: String,
-    /// Dropout on the adapter input (default 0).
+    /// Dropout on the adapter input (default 0); above 0 it needs `gradient_checkpointing = false`.
     pub dropout: f64,
     /// Seed of the factors' host RNG (default 0).
     pub seed: u64,
@@ -289,6 +289,24 @@ impl TrainConfig {
                 format!("expected `gaussian` or `default`, got `{}`", self.lora.init),
             );
         }
+        if !(0.0..1.0).contains(&self.lora.dropout) {
+            return bad(
+                "lora.dropout",
+                format!("must be in [0, 1), got {}", self.lora.dropout),
+            );
+        }
+        if self.lora.dropout > 0.0 && self.gradient_checkpointing {
+            // The backward pass re-runs each step's forward; Burn's dropout would draw new masks
+            // there, so the gradient would belong to a different forward than the one scored.
+            return bad(
+                "lora.dropout",
+                format!(
+                    "{} needs gradient_checkpointing = false: the recomputed forward would draw \
+                     new dropout masks",
+                    self.lora.dropout
+                ),
+            );
+        }
         self.divergence().map(|_| ())
     }
 }
@@ -338,5 +356,18 @@ mod tests {
         assert!(err.to_string().contains("`divergence`"), "{err}");
         let err = TrainConfig::from_toml_str("batch_size = 0\n", "x").unwrap_err();
         assert!(err.to_string().contains("batch_size"), "{err}");
+        let err = TrainConfig::from_toml_str("[lora]\ndropout = 1.5\n", "x").unwrap_err();
+        assert!(err.to_string().contains("lora.dropout"), "{err}");
+    }
+
+    #[test]
+    fn dropout_needs_checkpointing_off() {
+        let err = TrainConfig::from_toml_str("[lora]\ndropout = 0.1\n", "x").unwrap_err();
+        assert!(err.to_string().contains("gradient_checkpointing"), "{err}");
+        let ok = "gradient_checkpointing = false\n[lora]\ndropout = 0.1\n";
+        assert_eq!(
+            TrainConfig::from_toml_str(ok, "x").unwrap().lora.dropout,
+            0.1
+        );
     }
 }
