@@ -113,11 +113,7 @@ impl AutoencoderKLConfig {
     }
 
     fn parse(json: &str, path: &Path) -> Result<Self, Error> {
-        let hf: AutoencoderKLJson =
-            serde_json::from_str(json).map_err(|source| Error::ConfigJson {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let hf: AutoencoderKLJson = crate::load::parse_json(json, path)?;
         let bad = |field: &str, value: String, reason: &str| Error::UnsupportedConfig {
             path: PathBuf::from(path),
             field: field.into(),

@@ -60,6 +60,22 @@ pub(crate) fn read_to_string(path: &Path) -> Result<String, Error> {
     })
 }
 
+/// Parses JSON text into `T`; `path` names the source in errors.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    json: &str,
+    path: &Path,
+) -> Result<T, Error> {
+    serde_json::from_str(json).map_err(|source| Error::ConfigJson {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Reads and parses a JSON file into `T`, naming it on failure.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Error> {
+    parse_json(&read_to_string(path)?, path)
+}
+
 /// The weight file of a diffusers model folder: the first of
 /// [`DIFFUSERS_WEIGHT_FILES`](crate::DIFFUSERS_WEIGHT_FILES) that exists.
 pub(crate) fn find_weights(dir: &Path) -> Result<std::path::PathBuf, Error> {

@@ -296,14 +296,7 @@ impl SpecialTokens {
             if !path.is_file() {
                 continue;
             }
-            let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
-                path: path.clone(),
-                source,
-            })?;
-            let json: Value = serde_json::from_str(&text).map_err(|source| Error::ConfigJson {
-                path: path.clone(),
-                source,
-            })?;
+            let json: Value = crate::load::read_json(&path)?;
             for (key, slot) in [
                 ("bos_token", &mut tokens.bos),
                 ("eos_token", &mut tokens.eos),

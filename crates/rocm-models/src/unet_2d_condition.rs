@@ -259,8 +259,6 @@ fn scheduler_prediction_type(unet_dir: &Path) -> Result<Option<Parameterization>
         #[serde(default)]
         prediction_type: Option<Parameterization>,
     }
-    let text = crate::load::read_to_string(&path)?;
-    let parsed: SchedulerJson =
-        serde_json::from_str(&text).map_err(|source| Error::ConfigJson { path, source })?;
+    let parsed: SchedulerJson = crate::load::read_json(&path)?;
     Ok(parsed.prediction_type)
 }

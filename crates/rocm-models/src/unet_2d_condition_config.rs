@@ -251,11 +251,7 @@ impl UNet2DConditionModelConfig {
     }
 
     fn parse(json: &str, path: &Path) -> Result<Self, Error> {
-        let hf: UNet2DConditionJson =
-            serde_json::from_str(json).map_err(|source| Error::ConfigJson {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let hf: UNet2DConditionJson = crate::load::parse_json(json, path)?;
         Self::from_hf(&hf, path)
     }
 

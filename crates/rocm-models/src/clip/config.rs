@@ -108,10 +108,7 @@ impl CLIPTextConfig {
 
     /// Parses a `config.json`; `path` only names the source in errors.
     pub fn from_json_str(json: &str, path: &Path) -> Result<Self, Error> {
-        let config: Self = serde_json::from_str(json).map_err(|source| Error::ConfigJson {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let config: Self = crate::load::parse_json(json, path)?;
         config.validate(path)?;
         Ok(config)
     }
@@ -119,11 +116,7 @@ impl CLIPTextConfig {
     /// Reads `text_encoder/config.json` (or any CLIP text config file).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref();
-        let json = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::from_json_str(&json, path)
+        Self::from_json_str(&crate::load::read_to_string(path)?, path)
     }
 
     fn validate(&self, path: &Path) -> Result<(), Error> {
@@ -195,14 +188,7 @@ impl CLIPConfig {
     /// Reads a `CLIPModel` `config.json`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref();
-        let json = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let config: Self = serde_json::from_str(&json).map_err(|source| Error::ConfigJson {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let config: Self = crate::load::read_json(path)?;
         config.text_config.validate(path)?;
         config.vision_config.encoder(path)?;
         Ok(config)

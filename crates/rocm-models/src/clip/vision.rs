@@ -105,11 +105,7 @@ impl CLIPVisionConfig {
     /// Reads a `config.json` of a `CLIPVisionModel`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref();
-        let json = crate::load::read_to_string(path)?;
-        let config: Self = serde_json::from_str(&json).map_err(|source| Error::ConfigJson {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let config: Self = crate::load::read_json(path)?;
         config.encoder(path)?;
         Ok(config)
     }
