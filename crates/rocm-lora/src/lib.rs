@@ -81,6 +81,7 @@ mod conv;
 mod error;
 mod linear;
 mod load;
+mod plumbing;
 mod save;
 mod st;
 mod switch;

@@ -180,38 +180,9 @@ impl Linear {
             a, b, alpha, use_rslora, dropout, &device,
         ));
     }
-
-    /// Install an adapter and freeze the base.
-    pub(crate) fn set_adapter(&mut self, lora: LoraLinear) {
-        self.freeze_base();
-        self.lora = Some(lora);
-        self.merged = false;
-    }
-
-    /// Freeze the base weight and bias.
-    pub(crate) fn freeze_base(&mut self) {
-        self.weight = self.weight.clone().set_require_grad(false);
-        self.bias = self.bias.take().map(|b| b.set_require_grad(false));
-    }
-
-    /// Fold `scale · ΔW` into the base weight (no-op without adapter or when already merged).
-    pub fn merge(&mut self) {
-        if let (Some(lora), false) = (&self.lora, self.merged) {
-            let delta = lora.delta_weight().detach();
-            self.weight = self.weight.clone().map(|w| w + delta);
-            self.merged = true;
-        }
-    }
-
-    /// Subtract the folded delta again (no-op unless merged).
-    pub fn unmerge(&mut self) {
-        if let (Some(lora), true) = (&self.lora, self.merged) {
-            let delta = lora.delta_weight().detach();
-            self.weight = self.weight.clone().map(|w| w - delta);
-            self.merged = false;
-        }
-    }
 }
+
+crate::plumbing::adapter_plumbing!(Linear, LoraLinear);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
