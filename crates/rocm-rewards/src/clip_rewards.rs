@@ -4,7 +4,9 @@
 //! Load the reward on the device the images live on (an autodiff device for training): the
 //! backbone's parameters are frozen ([`Module::no_grad`]) so only the pixels receive gradients.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use burn::prelude::*;
 use rocm_models::clip::CLIPModel;
@@ -16,7 +18,16 @@ use crate::{AestheticHead, Error, RewardModel};
 /// Files a `CLIPModel` folder must have (the tokenizer may also be `vocab.json` + `merges.txt`).
 pub const CLIP_MODEL_FILES: [&str; 2] = ["config.json", "model.safetensors"];
 
+/// How many prompts' text embeddings a [`ClipBackbone`] keeps (48 MiB at ViT-L/14's 768
+/// dimensions); past this the cache starts over.
+pub const TEXT_CACHE_CAPACITY: usize = 16_384;
+
 /// A frozen CLIP model with its tokenizer and preprocessing.
+///
+/// The text tower is frozen, so a prompt's embedding never changes: [`ClipBackbone::text_embeds`]
+/// computes each distinct prompt once and keeps it (up to [`TEXT_CACHE_CAPACITY`] prompts), so a
+/// training run over a fixed prompt set runs the text tower once per prompt, not once per reward
+/// call. Replacing `model` or `tokenizer` by hand needs [`ClipBackbone::clear_text_cache`].
 #[derive(Debug)]
 pub struct ClipBackbone {
     /// The dual encoder.
@@ -25,9 +36,21 @@ pub struct ClipBackbone {
     pub tokenizer: CLIPTokenizer,
     /// Resize, crop and normalisation to the model's `image_size`.
     pub preprocess: ClipPreprocess,
+    /// L2-normalised text embeddings by prompt, `[projection_dim]` each.
+    text_cache: Mutex<HashMap<String, Tensor<1>>>,
 }
 
 impl ClipBackbone {
+    /// A backbone from its parts; freezes `model` ([`Module::no_grad`]).
+    pub fn new(model: CLIPModel, tokenizer: CLIPTokenizer, preprocess: ClipPreprocess) -> Self {
+        Self {
+            model: model.no_grad(),
+            tokenizer,
+            preprocess,
+            text_cache: Mutex::default(),
+        }
+    }
+
     /// Loads a transformers `CLIPModel` folder (`config.json`, `model.safetensors`, and a tokenizer:
     /// `tokenizer.json` or `vocab.json` + `merges.txt`, in the folder or its `tokenizer/`), or a hub
     /// repository id from the local Hugging Face cache ([`rocm_models::hub::model_dir`]).
@@ -43,11 +66,7 @@ impl ClipBackbone {
             .dims()[0];
         let patch = model.vision_model.embeddings.patch_embedding.weight.dims()[2];
         let side = ((size - 1) as f64).sqrt().round() as usize * patch;
-        Ok(Self {
-            model,
-            tokenizer,
-            preprocess: ClipPreprocess::new(side),
-        })
+        Ok(Self::new(model, tokenizer, ClipPreprocess::new(side)))
     }
 
     /// The L2-normalised image embeddings.
@@ -61,20 +80,66 @@ impl ClipBackbone {
         )
     }
 
-    /// The L2-normalised text embeddings of `prompts`.
+    /// The L2-normalised text embeddings of `prompts`, without gradient. Prompts not seen
+    /// before go through the text tower in one batch; the others come from the cache.
     ///
     /// # Shapes
     /// - output: `[prompts.len(), projection_dim]`
     ///
     /// # Panics
-    /// If a prompt cannot be tokenized (the tokenizer encodes any UTF-8 text).
+    /// If `prompts` is empty, or a prompt cannot be tokenized (the tokenizer encodes any UTF-8
+    /// text).
     pub fn text_embeds(&self, prompts: &[String], device: &Device) -> Tensor<2> {
-        let texts: Vec<&str> = prompts.iter().map(String::as_str).collect();
-        let ids = self
-            .tokenizer
-            .encode_to_tensor(&texts, device)
-            .unwrap_or_else(|e| panic!("tokenizing prompts: {e}"));
-        l2_normalize(self.model.get_text_features(ids))
+        assert!(!prompts.is_empty(), "CLIP text embeddings of no prompts");
+        let mut cache = self
+            .text_cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut missing: Vec<&str> = prompts
+            .iter()
+            .map(String::as_str)
+            .filter(|p| !cache.contains_key(*p))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if cache.len() + missing.len() > TEXT_CACHE_CAPACITY {
+            cache.clear();
+            missing = prompts.iter().map(String::as_str).collect();
+            missing.sort_unstable();
+            missing.dedup();
+        }
+        if !missing.is_empty() {
+            let ids = self
+                .tokenizer
+                .encode_to_tensor(&missing, device)
+                .unwrap_or_else(|e| panic!("tokenizing prompts: {e}"));
+            let embeds = l2_normalize(self.model.get_text_features(ids)).detach();
+            for (i, prompt) in missing.iter().enumerate() {
+                let row = embeds.clone().slice(i..i + 1).squeeze_dim(0);
+                cache.insert((*prompt).to_string(), row);
+            }
+        }
+        let rows = prompts
+            .iter()
+            .map(|p| cache[p].clone().to_device(device))
+            .collect();
+        Tensor::stack(rows, 0)
+    }
+
+    /// How many prompts' text embeddings are cached.
+    pub fn cached_prompts(&self) -> usize {
+        self.text_cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Forget the cached text embeddings (after changing `model` or `tokenizer`).
+    pub fn clear_text_cache(&self) {
+        self.text_cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     /// `cos(image, prompt)` per pair.

@@ -273,11 +273,7 @@ impl HpsV2 {
         model.logit_scale = logit_scale.unwrap_or(config.logit_scale_init_value);
         let preprocess = ClipPreprocess::new(config.vision_config.image_size);
         Ok(Self {
-            backbone: ClipBackbone {
-                model: model.no_grad(),
-                tokenizer,
-                preprocess,
-            },
+            backbone: ClipBackbone::new(model, tokenizer, preprocess),
         })
     }
 

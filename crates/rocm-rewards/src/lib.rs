@@ -21,7 +21,9 @@ pub mod preprocess;
 pub mod simple;
 
 pub use aesthetic_head::AestheticHead;
-pub use clip_rewards::{Aesthetic, ClipBackbone, ClipScore, ClipScoreMode, PickScore};
+pub use clip_rewards::{
+    Aesthetic, ClipBackbone, ClipScore, ClipScoreMode, PickScore, TEXT_CACHE_CAPACITY,
+};
 pub use error::Error;
 pub use hps::HpsV2;
 pub use simple::{ColorTarget, Compressibility, WeightedSum};

@@ -92,6 +92,43 @@ fn rewards_match_transformers() {
 }
 
 #[test]
+fn text_embeddings_are_computed_once_per_prompt() {
+    let device = Device::flex();
+    let e = expected();
+    let images = || Tensor::<4>::from_data(e["images"].clone().convert::<f32>(), &device);
+    let clip = ClipScore::from_pretrained(&path_str(), &device).expect("clipscore");
+    let text = &clip.backbone;
+    assert_eq!(text.cached_prompts(), 0);
+    let first = clip.reward(images(), &prompts());
+    assert_eq!(text.cached_prompts(), 2);
+    // Swapped prompts now come from the cache, and each image's score follows its prompt.
+    let swapped: Vec<String> = prompts().into_iter().rev().collect();
+    let cached = text.text_embeds(&swapped, &device);
+    assert_eq!(text.cached_prompts(), 2);
+    text.clear_text_cache();
+    let fresh = text.text_embeds(&swapped, &device);
+    assert_eq!(
+        cached.into_data().try_to_vec::<f32>().expect("f32"),
+        fresh.into_data().try_to_vec::<f32>().expect("f32")
+    );
+    // A repeated prompt and a new one: one more entry, and the repeat scores as before.
+    let mixed = vec![prompts()[0].clone(), "a red bicycle".to_string()];
+    let again = clip
+        .reward(images(), &mixed)
+        .into_data()
+        .try_to_vec::<f32>()
+        .expect("f32");
+    assert_eq!(text.cached_prompts(), 3);
+    let first = first.into_data().try_to_vec::<f32>().expect("f32");
+    assert!((again[0] - first[0]).abs() < 1e-5, "{again:?} vs {first:?}");
+    assert!(
+        (again[1] - first[1]).abs() > 1e-4,
+        "another prompt scores the same"
+    );
+    assert!(max_abs_diff(clip.reward(images(), &prompts()), &e["clip_score"]) < 1e-4);
+}
+
+#[test]
 fn pickscore_gradient_reaches_pixels_and_matches_finite_differences() {
     let device = Device::flex().autodiff();
     let e = expected();
