@@ -8,7 +8,7 @@
 //! `compressibility`), `--model DIR` (a transformers `CLIPModel` folder or hub id; for `hpsv2` a folder with
 //! an open_clip checkpoint; for `aesthetic` the CLIP ViT-L/14 folder; default: the reward's usual hub
 //! id, `rocm::reward::default_model`, looked up in the local Hugging Face cache), `--head FILE` (aesthetic head, default:
-//! the LAION head committed under crates/rocm-rewards/tests/fixtures/aesthetic), `--image FILE` (repeatable),
+//! the LAION head embedded in rocm-rewards, `AestheticHead::laion`), `--image FILE` (repeatable),
 //! `--prompt TEXT`, `--device NAME` (`auto`, `flex`, `wgpu`, `cuda`). Prints `path<TAB>score` per image.
 //! Grayscale, palette, 16-bit and RGBA PNGs are converted to 8-bit RGB (alpha dropped, as PIL's
 //! `convert("RGB")`); any size works (the reward resizes). A missing or corrupt file, or a bad option, prints

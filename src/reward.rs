@@ -1,6 +1,6 @@
 //! Reward models by name, for the `rocm` CLI and the `score` example.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::rewards::{
     Aesthetic, ClipScore, ColorTarget, Compressibility, HpsV2, PickScore, RewardModel,
@@ -22,16 +22,8 @@ pub fn default_model(name: &str) -> Option<&'static str> {
     }
 }
 
-/// The LAION aesthetic head committed with the rewards crate (a path into this source tree,
-/// fixed at build time: pass `head` explicitly for an installed binary).
-fn default_head() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(
-        "crates/rocm-rewards/tests/fixtures/aesthetic/sac+logos+ava1-l14-linearMSE.safetensors",
-    )
-}
-
 /// Loads the reward `name` from `model` (a folder or hub id; default [`default_model`]) and, for
-/// `aesthetic`, the head file `head` (default: the committed LAION head).
+/// `aesthetic`, the head file `head` (default: the LAION head embedded in the rewards crate).
 pub fn by_name(
     name: &str,
     model: Option<&str>,
@@ -46,10 +38,13 @@ pub fn by_name(
     };
     let err = |e: crate::rewards::Error| format!("reward `{name}`: {e}");
     Ok(match name {
-        "aesthetic" => {
-            let head = head.map_or_else(default_head, Path::to_path_buf);
-            Box::new(Aesthetic::from_pretrained(&model()?, head, device).map_err(err)?)
-        }
+        "aesthetic" => Box::new(
+            match head {
+                Some(head) => Aesthetic::from_pretrained(&model()?, head, device),
+                None => Aesthetic::laion(&model()?, device),
+            }
+            .map_err(err)?,
+        ),
         "clipscore" => Box::new(ClipScore::from_pretrained(&model()?, device).map_err(err)?),
         "clipscore-paper" => Box::new(
             ClipScore::from_pretrained(&model()?, device)

@@ -12,6 +12,12 @@ use burn::store::{
 
 use crate::Error;
 
+/// The file name of the embedded LAION head (errors name it).
+pub const LAION_HEAD_NAME: &str = "sac+logos+ava1-l14-linearMSE.safetensors";
+
+/// The embedded LAION head, a safetensors file (`assets/NOTICE.md`: source and MIT license).
+static LAION_HEAD: &[u8] = include_bytes!("../assets/sac+logos+ava1-l14-linearMSE.safetensors");
+
 /// Widths of the head's layers: `768 → 1024 → 128 → 64 → 16 → 1`.
 pub const AESTHETIC_WIDTHS: [usize; 6] = [768, 1024, 128, 64, 16, 1];
 
@@ -40,6 +46,28 @@ impl AestheticHead {
         Self { layers }
     }
 
+    /// The LAION head itself (`sac+logos+ava1-l14-linearMSE`, MIT), embedded in this crate
+    /// (`assets/`, 3.7 MB): no file or download needed.
+    pub fn laion(device: &Device) -> Result<Self, Error> {
+        Self::from_safetensors_bytes(LAION_HEAD.to_vec(), device).map_err(|e| match e {
+            Error::Weights { message, .. } => Error::Weights {
+                path: LAION_HEAD_NAME.into(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Loads the head from the bytes of a `.safetensors` file with the upstream keys; strict.
+    pub fn from_safetensors_bytes(bytes: Vec<u8>, device: &Device) -> Result<Self, Error> {
+        let store =
+            SafetensorsStore::from_bytes(Some(bytes)).with_from_adapter(PyTorchToBurnAdapter);
+        Self::load(store, device).map_err(|message| Error::Weights {
+            path: "<bytes>".into(),
+            message,
+        })
+    }
+
     /// Loads the head from a `.pth` (PyTorch zip pickle, burn-store's PyTorch reader) or a
     /// `.safetensors` file with the upstream keys; strict (every key used, every layer set).
     pub fn from_file(path: impl AsRef<Path>, device: &Device) -> Result<Self, Error> {
@@ -51,26 +79,21 @@ impl AestheticHead {
         if !path.is_file() {
             return Err(error("no such file".into()));
         }
-        let mut head;
-        let result = if path.extension().is_some_and(|e| e == "safetensors") {
-            let mut store = SafetensorsStore::from_file(path)
-                .with_from_adapter(PyTorchToBurnAdapter)
-                .map_indices_contiguous(true)
-                .allow_partial(true);
-            let widths = widths_in(&mut store).map_err(error)?;
-            head = Self::init_with_widths(&widths, device);
-            head.load_from(&mut store)
-                .map_err(|e| error(e.to_string()))?
+        if path.extension().is_some_and(|e| e == "safetensors") {
+            let store = SafetensorsStore::from_file(path).with_from_adapter(PyTorchToBurnAdapter);
+            Self::load(store, device).map_err(error)
         } else {
-            let mut store = PytorchStore::from_file(path)
-                .map_indices_contiguous(true)
-                .allow_partial(true);
-            let widths = widths_in(&mut store).map_err(error)?;
-            head = Self::init_with_widths(&widths, device);
-            head.load_from(&mut store)
-                .map_err(|e| error(e.to_string()))?
-        };
-        check_complete(&result).map_err(error)?;
+            Self::load(PytorchStore::from_file(path), device).map_err(error)
+        }
+    }
+
+    /// Sizes the layers from the store's weight shapes, then loads every tensor, strictly.
+    fn load<S: LayerStore>(store: S, device: &Device) -> Result<Self, String> {
+        let mut store = store.map_indices_contiguous(true).allow_partial(true);
+        let widths = widths_in(&mut store)?;
+        let mut head = Self::init_with_widths(&widths, device);
+        let result = head.load_from(&mut store).map_err(|e| e.to_string())?;
+        check_complete(&result)?;
         Ok(head)
     }
 
@@ -81,6 +104,31 @@ impl AestheticHead {
     pub fn forward(&self, embeds: Tensor<2>) -> Tensor<1> {
         let out = self.layers.iter().fold(embeds, |x, l| l.forward(x));
         out.squeeze_dim(1)
+    }
+}
+
+/// The stores the head loads from: burn-store's safetensors and PyTorch readers, which share
+/// these builder options without a common trait.
+trait LayerStore: ModuleStore {
+    fn map_indices_contiguous(self, on: bool) -> Self;
+    fn allow_partial(self, on: bool) -> Self;
+}
+
+impl LayerStore for SafetensorsStore {
+    fn map_indices_contiguous(self, on: bool) -> Self {
+        SafetensorsStore::map_indices_contiguous(self, on)
+    }
+    fn allow_partial(self, on: bool) -> Self {
+        SafetensorsStore::allow_partial(self, on)
+    }
+}
+
+impl LayerStore for PytorchStore {
+    fn map_indices_contiguous(self, on: bool) -> Self {
+        PytorchStore::map_indices_contiguous(self, on)
+    }
+    fn allow_partial(self, on: bool) -> Self {
+        PytorchStore::allow_partial(self, on)
     }
 }
 
@@ -138,6 +186,14 @@ mod tests {
     fn missing_file_is_an_error_naming_it() {
         let err = AestheticHead::from_file("nope/head.pth", &Device::flex()).expect_err("missing");
         assert!(err.to_string().contains("nope/head.pth"), "{err}");
+    }
+
+    #[test]
+    fn bytes_that_are_no_head_are_an_error() {
+        let err =
+            AestheticHead::from_safetensors_bytes(b"not safetensors".to_vec(), &Device::flex())
+                .expect_err("junk");
+        assert!(err.to_string().contains("<bytes>"), "{err}");
     }
 
     #[test]

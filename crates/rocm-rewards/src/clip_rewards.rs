@@ -291,6 +291,15 @@ impl Aesthetic {
             head: AestheticHead::from_file(head, device)?.no_grad(),
         })
     }
+
+    /// Loads the `CLIPModel` at `clip` (folder or hub id; usually [`Aesthetic::CLIP_REPO`]) with
+    /// the LAION head embedded in this crate ([`AestheticHead::laion`]).
+    pub fn laion(clip: &str, device: &Device) -> Result<Self, Error> {
+        Ok(Self {
+            backbone: ClipBackbone::from_pretrained(clip, device)?,
+            head: AestheticHead::laion(device)?.no_grad(),
+        })
+    }
 }
 
 impl RewardModel for Aesthetic {

@@ -1,6 +1,7 @@
-//! The real LAION aesthetic head (`tests/fixtures/aesthetic/`, copied and converted by
-//! `tests/fixtures/scripts/rewards_aesthetic.py`) against PyTorch's outputs in
-//! `aesthetic_head_golden.json`, loaded from both the `.pth` and the `.safetensors` file.
+//! The real LAION aesthetic head (`tests/fixtures/aesthetic/*.pth` and `assets/*.safetensors`,
+//! copied and converted by `tests/fixtures/scripts/rewards_aesthetic.py`) against PyTorch's
+//! outputs in `aesthetic_head_golden.json`, loaded from the `.pth`, the `.safetensors` file and
+//! the copy embedded in the crate.
 
 use std::path::{Path, PathBuf};
 
@@ -40,25 +41,41 @@ fn golden_scores() -> Vec<f32> {
         .collect()
 }
 
-fn check(file: &str) {
-    let device = Device::flex();
-    let head = AestheticHead::from_file(fixture(file), &device).expect("load head");
+fn check(head: &AestheticHead, device: &Device, what: &str) {
     let scores = head
-        .forward(golden_inputs(&device))
+        .forward(golden_inputs(device))
         .into_data()
         .try_into_vec::<f32>()
         .expect("f32");
     for (got, want) in scores.iter().zip(golden_scores()) {
-        assert!((got - want).abs() < 1e-5, "{file}: {got} vs {want}");
+        assert!((got - want).abs() < 1e-5, "{what}: {got} vs {want}");
     }
 }
 
 #[test]
 fn safetensors_head_reproduces_pytorch() {
-    check("sac+logos+ava1-l14-linearMSE.safetensors");
+    let device = Device::flex();
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("assets")
+        .join(rocm_rewards::aesthetic_head::LAION_HEAD_NAME);
+    let head = AestheticHead::from_file(&file, &device).expect("load head");
+    check(&head, &device, "safetensors");
+    let bytes = std::fs::read(&file).expect("read head");
+    let head = AestheticHead::from_safetensors_bytes(bytes, &device).expect("load bytes");
+    check(&head, &device, "safetensors bytes");
+}
+
+#[test]
+fn embedded_laion_head_reproduces_pytorch() {
+    let device = Device::flex();
+    let head = AestheticHead::laion(&device).expect("embedded head");
+    check(&head, &device, "embedded");
 }
 
 #[test]
 fn pth_head_reproduces_pytorch() {
-    check("sac+logos+ava1-l14-linearMSE.pth");
+    let device = Device::flex();
+    let file = fixture("sac+logos+ava1-l14-linearMSE.pth");
+    let head = AestheticHead::from_file(file, &device).expect("load head");
+    check(&head, &device, "pth");
 }

@@ -199,9 +199,7 @@ fn hpsv2_matches_open_clip_from_safetensors_and_pt() {
 #[ignore = "needs openai/clip-vit-large-patch14 in the Hugging Face cache"]
 fn real_aesthetic_scores_a_grey_image_in_range() {
     let device = Device::flex();
-    let head = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/aesthetic/sac+logos+ava1-l14-linearMSE.safetensors");
-    let aesthetic = Aesthetic::from_pretrained(Aesthetic::CLIP_REPO, head, &device).expect("load");
+    let aesthetic = Aesthetic::laion(Aesthetic::CLIP_REPO, &device).expect("load");
     let score = aesthetic
         .reward(Tensor::full([1, 3, 256, 256], 0.5, &device), &["".into()])
         .into_scalar::<f32>();

@@ -86,7 +86,7 @@ fn reward_args(command: Command) -> Command {
                 .long("reward-head")
                 .value_name("FILE")
                 .value_parser(clap::value_parser!(PathBuf))
-                .help("The aesthetic reward's head (.pth or .safetensors)"),
+                .help("The aesthetic reward's head (.pth or .safetensors; default: the embedded LAION head)"),
         )
 }
 

@@ -30,7 +30,7 @@ pub struct TrainArgs {
     pub device: String,
     /// The reward's model folder or hub id (default: the reward's usual hub id).
     pub reward_model: Option<String>,
-    /// The aesthetic reward's head file.
+    /// The aesthetic reward's head file (default: the LAION head embedded in rocm-rewards).
     pub reward_head: Option<PathBuf>,
 }
 
