@@ -10,30 +10,12 @@ use std::time::Duration;
 
 use burn::prelude::*;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use rocm::sampler::toy::{ToyEpsMlp, ToyEpsMlpConfig};
-use rocm::sampler::{
-    GradientMode, Sampler, SamplerNoise, SamplerOptions, TrajectoryObjective, TrajectoryStep,
-    gradients, per_sample_mean,
-};
+use rocm::sampler::toy::{ToyEpsMlp, ToyEpsMlpConfig, ToyObjective};
+use rocm::sampler::{GradientMode, Sampler, SamplerNoise, SamplerOptions, gradients};
 
 const BATCH: usize = 16;
 const DIM: usize = 64;
 const HIDDEN: usize = 256;
-
-/// KL to the base on the non-final steps plus a quadratic final term, ROCM-shaped.
-struct Objective;
-
-impl TrajectoryObjective<2> for Objective {
-    fn step_term(&self, step: &TrajectoryStep<2>) -> Option<Tensor<1>> {
-        let p = step.policy.as_ref()?;
-        let d = p.mean.clone() - p.base_mean.clone()?;
-        Some(per_sample_mean(d.square()) / (2.0 * p.std * p.std))
-    }
-
-    fn final_term(&self, x: Tensor<2>) -> Tensor<1> {
-        per_sample_mean(x.square())
-    }
-}
 
 fn setup() -> (Device, ToyEpsMlp) {
     let (device, _backend) = rocm::select_device("flex").unwrap();
@@ -77,7 +59,7 @@ fn one_step(c: &mut Criterion) {
             b.iter(|| {
                 let noise = SamplerNoise::from_seed([BATCH, DIM], 1, 0, &device);
                 let g =
-                    gradients(&sampler, &model, &(), noise, &options, &Objective, mode).unwrap();
+                    gradients(&sampler, &model, &(), noise, &options, &ToyObjective, mode).unwrap();
                 g.loss.into_scalar::<f32>()
             })
         });
@@ -116,8 +98,9 @@ fn trajectories(c: &mut Criterion) {
                 |b, &k| {
                     b.iter(|| {
                         let noise = SamplerNoise::from_seed([BATCH, DIM], k, 0, &device);
-                        let g = gradients(&sampler, &model, &(), noise, &options, &Objective, mode)
-                            .unwrap();
+                        let g =
+                            gradients(&sampler, &model, &(), noise, &options, &ToyObjective, mode)
+                                .unwrap();
                         g.loss.into_scalar::<f32>()
                     })
                 },

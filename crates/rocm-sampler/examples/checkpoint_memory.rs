@@ -14,30 +14,12 @@ use std::process::Command;
 use std::time::Instant;
 
 use burn::prelude::*;
-use rocm_sampler::toy::ToyEpsMlpConfig;
-use rocm_sampler::{
-    GradientMode, Sampler, SamplerNoise, SamplerOptions, TrajectoryObjective, TrajectoryStep,
-    gradients, per_sample_mean,
-};
+use rocm_sampler::toy::{ToyEpsMlpConfig, ToyObjective};
+use rocm_sampler::{GradientMode, Sampler, SamplerNoise, SamplerOptions, gradients};
 
 const BATCH: usize = 512;
 const DIM: usize = 512;
 const HIDDEN: usize = 4096;
-
-/// KL to the base on every non-final step, plus a quadratic final term.
-struct Objective;
-
-impl TrajectoryObjective<2> for Objective {
-    fn step_term(&self, step: &TrajectoryStep<2>) -> Option<Tensor<1>> {
-        let p = step.policy.as_ref()?;
-        let d = p.mean.clone() - p.base_mean.clone()?;
-        Some(per_sample_mean(d.square()) / (2.0 * p.std * p.std))
-    }
-
-    fn final_term(&self, x: Tensor<2>) -> Tensor<1> {
-        per_sample_mean(x.square())
-    }
-}
 
 fn vm_hwm_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -73,7 +55,7 @@ fn child(mode: &str, steps: usize) {
         &(),
         noise,
         &options,
-        &Objective,
+        &ToyObjective,
         mode,
     )
     .unwrap();

@@ -1,4 +1,5 @@
-//! A tiny epsilon-predicting MLP for tests, benches and examples: no weights to download.
+//! A tiny epsilon-predicting MLP for tests, benches and examples: no weights to download, and
+//! [`ToyObjective`], a ROCM-shaped loss for it.
 
 use burn::module::Param;
 use burn::nn::{Linear, LinearConfig};
@@ -6,7 +7,10 @@ use burn::prelude::*;
 use rand::{RngExt, SeedableRng, rngs::ChaCha8Rng};
 use rand_distr::StandardNormal;
 
-use crate::{ConsistencyModel, ModelInput, Parameterization, Prediction, guidance_scale_embedding};
+use crate::{
+    ConsistencyModel, ModelInput, Parameterization, Prediction, TrajectoryObjective,
+    TrajectoryStep, guidance_scale_embedding, per_sample_mean,
+};
 
 /// Configuration of a [`ToyEpsMlp`].
 #[derive(Config, Debug)]
@@ -125,6 +129,24 @@ impl ConsistencyModel<2> for ToyEpsMlp {
             output: self.eps(input, false),
             parameterization: Parameterization::Epsilon,
         }
+    }
+}
+
+/// A ROCM-shaped objective for benches and examples: on each step with a policy the KL to the
+/// base, `mean(‖μ − μ_ref‖²) / (2σ²)` (needs [`crate::SamplerOptions::record_base`]), and
+/// `mean(x_K²)` on the final sample, a stand-in for a negative reward pulling samples to 0.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ToyObjective;
+
+impl TrajectoryObjective<2> for ToyObjective {
+    fn step_term(&self, step: &TrajectoryStep<2>) -> Option<Tensor<1>> {
+        let p = step.policy.as_ref()?;
+        let d = p.mean.clone() - p.base_mean.clone()?;
+        Some(per_sample_mean(d.square()) / (2.0 * p.std * p.std))
+    }
+
+    fn final_term(&self, x: Tensor<2>) -> Tensor<1> {
+        per_sample_mean(x.square())
     }
 }
 
