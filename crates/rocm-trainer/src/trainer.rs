@@ -1,6 +1,5 @@
 //! [`RocmTrainer`]: the paper's Algorithm 2 (METHOD.md §5).
 
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
@@ -12,7 +11,9 @@ use rocm_sampler::{
     ConsistencyModel, GradientMode, Guidance, Sampler, SamplerNoise, SamplerOptions,
 };
 
-use crate::checkpoint::{self, CheckpointState};
+mod evaluation;
+mod resume;
+
 use crate::objective::{RocmObjective, step_divergence};
 use crate::{
     Error, GuidanceKind, IterationMetrics, LatentReward, MetricsWriter, PromptEncoder, TrainConfig,
@@ -347,132 +348,6 @@ where
             all.push(m);
         }
         Ok(all)
-    }
-
-    /// The evaluation pairs of the configuration: every `config.eval_prompts` × `config.eval_seeds`
-    /// (prompt-major: all seeds of the first prompt first), as parallel lists.
-    pub fn evaluation_pairs(&self) -> (Vec<String>, Vec<u64>) {
-        let c = &self.config;
-        c.eval_prompts
-            .iter()
-            .flat_map(|p| c.eval_seeds.iter().map(move |s| (p.clone(), *s)))
-            .unzip()
-    }
-
-    /// Evaluates the configuration's prompts × seeds ([`RocmTrainer::evaluation_pairs`]):
-    /// appends `{"step", "reward_mean", "rewards"}` to `<out>/eval.jsonl` and, for rewards with
-    /// images ([`LatentReward::reward_with_images`]), writes their grid (rows = prompts,
-    /// columns = seeds) to `<out>/samples/step-NNNNNN.png` ([`RocmTrainer::samples_path`]).
-    /// Nothing without evaluation prompts or seeds.
-    pub fn write_eval(&self, out: &Path) -> Result<(), Error> {
-        use std::io::Write;
-        let c = &self.config;
-        if c.eval_prompts.is_empty() || c.eval_seeds.is_empty() {
-            return Ok(());
-        }
-        let (prompts, seeds) = self.evaluation_pairs();
-        let (rewards, images) = self.evaluate_with_images(&prompts, &seeds)?;
-        let mean = rewards.iter().map(|r| f64::from(*r)).sum::<f64>() / rewards.len() as f64;
-        let line = serde_json::json!({"step": self.step, "reward_mean": mean, "rewards": rewards});
-        let path = out.join("eval.jsonl");
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(crate::error::io(&path))?;
-        writeln!(file, "{line}").map_err(crate::error::io(&path))?;
-        if let Some(images) = images {
-            let grid = Self::samples_path(out, self.step);
-            crate::images::write_grid(&grid, images, c.eval_seeds.len())?;
-        }
-        log::info!("step {}: evaluation reward {mean:.4}", self.step);
-        Ok(())
-    }
-
-    /// `<out>/samples/step-NNNNNN.png`: the evaluation grid of `step`.
-    pub fn samples_path(out: &Path, step: usize) -> PathBuf {
-        out.join(SAMPLES_DIR).join(format!("step-{step:06}.png"))
-    }
-
-    /// `<output_dir>/checkpoints`.
-    pub fn checkpoints_dir(&self) -> PathBuf {
-        self.config.output_dir.join("checkpoints")
-    }
-
-    /// Writes a checkpoint of the current step under `root` (see [`crate::checkpoint`]).
-    pub fn save_checkpoint(&self, root: &Path) -> Result<PathBuf, Error> {
-        let state = CheckpointState {
-            step: self.step,
-            seed: self.config.seed,
-            rng_word_pos: self.rng.get_word_pos().to_string(),
-        };
-        checkpoint::save_checkpoint(root, &self.model, &self.optimizer, &state)
-    }
-
-    /// Continues from the checkpoint in `dir`: adapter values (with their ids), optimizer state,
-    /// RNG position and step. The trainer must have been built like the saved run's (same
-    /// model and adapters, same seed).
-    pub fn resume(&mut self, dir: &Path) -> Result<(), Error> {
-        let optimizer = std::mem::replace(&mut self.optimizer, adamw(&self.config));
-        let (optimizer, state) = checkpoint::load_checkpoint(dir, &mut self.model, optimizer)?;
-        if state.seed != self.config.seed {
-            return Err(Error::Resume {
-                path: dir.to_path_buf(),
-                message: format!(
-                    "seed {} in the checkpoint, {} in the config",
-                    state.seed, self.config.seed
-                ),
-            });
-        }
-        let pos: u128 = state.rng_word_pos.parse().map_err(|_| Error::Resume {
-            path: dir.to_path_buf(),
-            message: format!("bad rng_word_pos `{}`", state.rng_word_pos),
-        })?;
-        let mut rng = ChaCha8Rng::seed_from_u64(state.seed);
-        rng.set_word_pos(pos);
-        self.rng = rng;
-        self.optimizer = optimizer;
-        self.step = state.step;
-        log::info!("resumed from {} at step {}", dir.display(), self.step);
-        Ok(())
-    }
-
-    /// The reward of each final latent for the given prompts and noise seeds (one sample per
-    /// pair), sampled without a graph, with the configuration's steps and guidance and the
-    /// adapters as they are (call it inside [`rocm_lora::with_adapters_disabled`] for the base).
-    /// Returns `[reward_i]` in order.
-    pub fn evaluate(&self, prompts: &[String], seeds: &[u64]) -> Result<Vec<f32>, Error> {
-        Ok(self.evaluate_with_images(prompts, seeds)?.0)
-    }
-
-    /// [`RocmTrainer::evaluate`], with the scored images when the reward has them
-    /// ([`LatentReward::reward_with_images`]): `[prompts.len(), 3, H, W]` in `[0, 1]`.
-    pub fn evaluate_with_images(
-        &self,
-        prompts: &[String],
-        seeds: &[u64],
-    ) -> Result<(Vec<f32>, Option<Tensor<4>>), Error> {
-        let conditioning = self.encoder.encode(prompts);
-        let trajectory = self
-            .sampler
-            .sample_no_grad(
-                &self.model,
-                &conditioning,
-                self.batch_noise(seeds),
-                &self.sampler_options().with_base(false),
-            )
-            .map_err(|source| Error::Sampler {
-                step: self.step,
-                source,
-            })?;
-        let latent = Tensor::<D>::from_data(trajectory.final_latent.into_data(), &self.device);
-        let (r, images) = self.reward.reward_with_images(latent, prompts);
-        let rewards = r
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .unwrap_or_default();
-        Ok((rewards, images))
     }
 }
 

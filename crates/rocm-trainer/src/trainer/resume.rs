@@ -1,0 +1,66 @@
+//! Checkpoints of a [`RocmTrainer`]: saving the adapters, optimizer state, RNG position and step,
+//! and resuming from them (the file layout is [`crate::checkpoint`]'s).
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use rand::SeedableRng;
+use rand::rngs::ChaCha8Rng;
+use rocm_divergence::FDivergence;
+use rocm_lora::LoraContainer;
+use rocm_sampler::ConsistencyModel;
+
+use super::{RocmTrainer, adamw};
+use crate::checkpoint::{self, CheckpointState};
+use crate::{Error, LatentReward, PromptEncoder};
+
+impl<const D: usize, M, R, F, P> RocmTrainer<D, M, R, F, P>
+where
+    M: ConsistencyModel<D> + Module + LoraContainer,
+    R: LatentReward<D>,
+    F: FDivergence,
+    P: PromptEncoder<M::Conditioning>,
+{
+    /// `<output_dir>/checkpoints`.
+    pub fn checkpoints_dir(&self) -> PathBuf {
+        self.config.output_dir.join("checkpoints")
+    }
+
+    /// Writes a checkpoint of the current step under `root` (see [`crate::checkpoint`]).
+    pub fn save_checkpoint(&self, root: &Path) -> Result<PathBuf, Error> {
+        let state = CheckpointState {
+            step: self.step,
+            seed: self.config.seed,
+            rng_word_pos: self.rng.get_word_pos().to_string(),
+        };
+        checkpoint::save_checkpoint(root, &self.model, &self.optimizer, &state)
+    }
+
+    /// Continues from the checkpoint in `dir`: adapter values (with their ids), optimizer state,
+    /// RNG position and step. The trainer must have been built like the saved run's (same
+    /// model and adapters, same seed).
+    pub fn resume(&mut self, dir: &Path) -> Result<(), Error> {
+        let optimizer = std::mem::replace(&mut self.optimizer, adamw(&self.config));
+        let (optimizer, state) = checkpoint::load_checkpoint(dir, &mut self.model, optimizer)?;
+        if state.seed != self.config.seed {
+            return Err(Error::Resume {
+                path: dir.to_path_buf(),
+                message: format!(
+                    "seed {} in the checkpoint, {} in the config",
+                    state.seed, self.config.seed
+                ),
+            });
+        }
+        let pos: u128 = state.rng_word_pos.parse().map_err(|_| Error::Resume {
+            path: dir.to_path_buf(),
+            message: format!("bad rng_word_pos `{}`", state.rng_word_pos),
+        })?;
+        let mut rng = ChaCha8Rng::seed_from_u64(state.seed);
+        rng.set_word_pos(pos);
+        self.rng = rng;
+        self.optimizer = optimizer;
+        self.step = state.step;
+        log::info!("resumed from {} at step {}", dir.display(), self.step);
+        Ok(())
+    }
+}
