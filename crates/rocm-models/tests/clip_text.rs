@@ -2,13 +2,13 @@
 //! (fixtures written by `tests/fixtures/scripts/models_clip.py`). Measured max abs differences on
 //! flex: about 2e-6 (hidden states) and 1e-6 (pooled / projected); asserted below 1e-5.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use burn::store::bridge::to_data;
-use burn::store::{ModuleStore, SafetensorsStore};
 use rocm_models::Error;
 use rocm_models::clip::{CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection};
+use rocm_testing::{max_abs_diff, read_safetensors};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -18,21 +18,8 @@ fn fixture(name: &str) -> PathBuf {
 
 /// The tensors of an `expected.safetensors`.
 fn expected(dir: &Path, device: &Device) -> Expected {
-    let mut store = SafetensorsStore::from_file(dir.join("expected.safetensors"));
-    let all = store.get_all_tensors().expect("expected.safetensors");
-    let tensors: std::collections::HashMap<String, TensorData> = all
-        .iter()
-        .map(|(k, t)| (k.clone(), to_data(t).expect("tensor data")))
-        .collect();
-    let ids = tensors
-        .get("input_ids")
-        .expect("input_ids")
-        .clone()
-        .convert::<i64>();
-    let tensors = tensors
-        .into_iter()
-        .map(|(k, v)| (k, v.convert::<f32>()))
-        .collect();
+    let tensors = read_safetensors(&dir.join("expected.safetensors"));
+    let ids = tensors["input_ids"].clone().convert::<i64>();
     Expected {
         input_ids: Tensor::from_data(ids, device),
         tensors,
@@ -41,23 +28,13 @@ fn expected(dir: &Path, device: &Device) -> Expected {
 
 struct Expected {
     input_ids: Tensor<2, Int>,
-    tensors: std::collections::HashMap<String, TensorData>,
+    tensors: HashMap<String, TensorData>,
 }
 
 impl Expected {
     fn max_abs_diff<const D: usize>(&self, name: &str, actual: Tensor<D>) -> f32 {
         let want = self.tensors.get(name).unwrap_or_else(|| panic!("{name}"));
-        assert_eq!(
-            actual.dims().to_vec(),
-            want.shape().to_vec(),
-            "{name} shape"
-        );
-        let got = actual.into_data().try_into_vec::<f32>().expect("f32");
-        let want = want.clone().try_into_vec::<f32>().expect("f32");
-        got.iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max)
+        max_abs_diff(actual, want)
     }
 }
 

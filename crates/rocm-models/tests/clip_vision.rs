@@ -5,30 +5,15 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use burn::store::bridge::to_data;
-use burn::store::{ModuleStore, SafetensorsStore};
 use rocm_models::clip::{CLIPVisionConfig, CLIPVisionModelWithProjection};
+use rocm_testing::{max_abs_diff, read_safetensors_f32};
+
+fn expected() -> HashMap<String, TensorData> {
+    read_safetensors_f32(&dir().join("expected.safetensors"))
+}
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip/tiny-vision-proj")
-}
-
-fn expected() -> HashMap<String, TensorData> {
-    let mut store = SafetensorsStore::from_file(dir().join("expected.safetensors"));
-    let all = store.get_all_tensors().expect("expected.safetensors");
-    all.iter()
-        .map(|(k, t)| (k.clone(), to_data(t).expect("data").convert::<f32>()))
-        .collect()
-}
-
-fn max_abs_diff<const D: usize>(got: Tensor<D>, want: &TensorData) -> f32 {
-    assert_eq!(got.dims().to_vec(), want.shape().to_vec());
-    let got = got.into_data().try_into_vec::<f32>().expect("f32");
-    let want = want.clone().try_into_vec::<f32>().expect("f32");
-    got.iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max)
 }
 
 #[test]

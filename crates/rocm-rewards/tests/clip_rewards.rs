@@ -5,35 +5,16 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use burn::store::bridge::to_data;
-use burn::store::{ModuleStore, SafetensorsStore};
 use rocm_models::clip::CLIPModel;
 use rocm_rewards::{Aesthetic, ClipScore, ClipScoreMode, PickScore, RewardModel};
+use rocm_testing::{max_abs_diff, read_safetensors, read_safetensors_f32};
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-clip")
 }
 
 fn expected() -> HashMap<String, TensorData> {
-    let mut store = SafetensorsStore::from_file(dir().join("expected.safetensors"));
-    let all = store.get_all_tensors().expect("expected.safetensors");
-    all.iter()
-        .map(|(k, t)| (k.clone(), to_data(t).expect("data")))
-        .collect()
-}
-
-fn max_abs_diff<const D: usize>(got: Tensor<D>, want: &TensorData) -> f32 {
-    assert_eq!(got.dims().to_vec(), want.shape().to_vec());
-    let got = got.into_data().try_into_vec::<f32>().expect("f32");
-    let want = want
-        .clone()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("f32");
-    got.iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max)
+    read_safetensors(&dir().join("expected.safetensors"))
 }
 
 fn prompts() -> Vec<String> {
@@ -171,13 +152,9 @@ fn pickscore_gradient_reaches_pixels_and_matches_finite_differences() {
 fn hpsv2_matches_open_clip_from_safetensors_and_pt() {
     let device = Device::flex();
     let hps_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-open-clip");
-    let mut store = SafetensorsStore::from_file(hps_dir.join("expected.safetensors"));
-    let all = store.get_all_tensors().expect("expected");
-    let images = Tensor::<4>::from_data(
-        to_data(&all["images"]).expect("images").convert::<f32>(),
-        &device,
-    );
-    let want = to_data(&all["hps"]).expect("hps");
+    let all = read_safetensors_f32(&hps_dir.join("expected.safetensors"));
+    let images = Tensor::<4>::from_data(all["images"].clone(), &device);
+    let want = all["hps"].clone();
     let hps = rocm_rewards::HpsV2::from_dir(&hps_dir, &device).expect("load HPS (safetensors)");
     let d = max_abs_diff(hps.reward(images.clone(), &prompts()), &want);
     assert!(d < 1e-4, "safetensors: {d}");

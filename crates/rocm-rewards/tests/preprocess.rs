@@ -5,28 +5,14 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use burn::prelude::*;
-use burn::store::bridge::to_data;
-use burn::store::{ModuleStore, SafetensorsStore};
 use rocm_rewards::preprocess::{ClipPreprocess, resize_bicubic_aa};
+use rocm_testing::{max_abs_diff, read_safetensors_f32};
 
 fn expected() -> HashMap<String, TensorData> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/preprocess/expected.safetensors");
-    let mut store = SafetensorsStore::from_file(path);
-    let all = store.get_all_tensors().expect("expected.safetensors");
-    all.iter()
-        .map(|(k, t)| (k.clone(), to_data(t).expect("data").convert::<f32>()))
-        .collect()
-}
-
-fn max_abs_diff<const D: usize>(got: Tensor<D>, want: &TensorData) -> f32 {
-    assert_eq!(got.dims().to_vec(), want.shape().to_vec());
-    let got = got.into_data().try_into_vec::<f32>().expect("f32");
-    let want = want.clone().try_into_vec::<f32>().expect("f32");
-    got.iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max)
+    read_safetensors_f32(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/preprocess/expected.safetensors"),
+    )
 }
 
 /// The uint8 pattern of the fixture script, `[1, 3, h, w]` in `[0, 1]`.

@@ -1,0 +1,55 @@
+//! Helpers for the parity tests of the rocm-rs crates: reading the reference tensors that the
+//! fixture scripts (`tests/fixtures/scripts/`) write with PyTorch, and comparing against them.
+//! A dev-dependency only; not published.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use burn::prelude::*;
+use burn::store::bridge::to_data;
+use burn::store::{ModuleStore, SafetensorsStore};
+
+/// Every tensor of a safetensors file by name, in the file's own dtypes.
+///
+/// # Panics
+/// If the file cannot be read or a tensor cannot be materialised (a test fixture is broken).
+pub fn read_safetensors(path: &Path) -> HashMap<String, TensorData> {
+    let mut store = SafetensorsStore::from_file(path);
+    let all = store
+        .get_all_tensors()
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    all.iter()
+        .map(|(k, t)| {
+            let data = to_data(t).unwrap_or_else(|e| panic!("{}: {k}: {e:?}", path.display()));
+            (k.clone(), data)
+        })
+        .collect()
+}
+
+/// [`read_safetensors`] with every tensor converted to `f32`.
+pub fn read_safetensors_f32(path: &Path) -> HashMap<String, TensorData> {
+    read_safetensors(path)
+        .into_iter()
+        .map(|(k, v)| (k, v.convert::<f32>()))
+        .collect()
+}
+
+/// The largest absolute difference between `got` and the reference `want` (any float dtype).
+///
+/// # Panics
+/// If the shapes differ.
+pub fn max_abs_diff<const D: usize>(got: Tensor<D>, want: &TensorData) -> f32 {
+    assert_eq!(got.dims().to_vec(), want.shape().to_vec(), "shape");
+    let got = f32s(got.into_data());
+    let want = f32s(want.clone());
+    got.iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
+}
+
+fn f32s(data: TensorData) -> Vec<f32> {
+    data.convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap_or_else(|e| panic!("f32 data: {e:?}"))
+}
