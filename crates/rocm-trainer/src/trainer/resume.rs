@@ -6,21 +6,13 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 use rand::SeedableRng;
 use rand::rngs::ChaCha8Rng;
-use rocm_divergence::FDivergence;
 use rocm_lora::LoraContainer;
-use rocm_sampler::ConsistencyModel;
 
 use super::{RocmTrainer, adamw};
+use crate::Error;
 use crate::checkpoint::{self, CheckpointState};
-use crate::{Error, LatentReward, PromptEncoder};
 
-impl<const D: usize, M, R, F, P> RocmTrainer<D, M, R, F, P>
-where
-    M: ConsistencyModel<D> + Module + LoraContainer,
-    R: LatentReward<D>,
-    F: FDivergence,
-    P: PromptEncoder<M::Conditioning>,
-{
+impl<const D: usize, M: Module + LoraContainer, R, F, P> RocmTrainer<D, M, R, F, P> {
     /// `<output_dir>/checkpoints`.
     pub fn checkpoints_dir(&self) -> PathBuf {
         self.config.output_dir.join("checkpoints")
