@@ -36,8 +36,9 @@ pub struct ClipBackbone {
     pub tokenizer: CLIPTokenizer,
     /// Resize, crop and normalisation to the model's `image_size`.
     pub preprocess: ClipPreprocess,
-    /// L2-normalised text embeddings by prompt, `[projection_dim]` each.
-    text_cache: Mutex<HashMap<String, Tensor<1>>>,
+    /// L2-normalised text embeddings by prompt, `projection_dim` values each, on the host so
+    /// that they serve any device (plain or autodiff, any checkpointing strategy).
+    text_cache: Mutex<HashMap<String, Vec<f32>>>,
 }
 
 impl ClipBackbone {
@@ -80,17 +81,16 @@ impl ClipBackbone {
         )
     }
 
-    /// The L2-normalised text embeddings of `prompts`, without gradient. Prompts not seen
-    /// before go through the text tower in one batch; the others come from the cache.
+    /// The L2-normalised text embeddings of `prompts`, without gradient, on `device`. Prompts
+    /// not seen before go through the text tower in one batch; the others come from the cache.
     ///
     /// # Shapes
     /// - output: `[prompts.len(), projection_dim]`
     ///
     /// # Panics
-    /// If `prompts` is empty, or a prompt cannot be tokenized (the tokenizer encodes any UTF-8
-    /// text).
+    /// If a prompt cannot be tokenized (the tokenizer encodes any UTF-8 text).
     pub fn text_embeds(&self, prompts: &[String], device: &Device) -> Tensor<2> {
-        assert!(!prompts.is_empty(), "CLIP text embeddings of no prompts");
+        let dim = self.model.text_projection.weight.dims()[1];
         let mut cache = self
             .text_cache
             .lock()
@@ -113,17 +113,17 @@ impl ClipBackbone {
                 .tokenizer
                 .encode_to_tensor(&missing, device)
                 .unwrap_or_else(|e| panic!("tokenizing prompts: {e}"));
-            let embeds = l2_normalize(self.model.get_text_features(ids)).detach();
-            for (i, prompt) in missing.iter().enumerate() {
-                let row = embeds.clone().slice(i..i + 1).squeeze_dim(0);
-                cache.insert((*prompt).to_string(), row);
+            let embeds = l2_normalize(self.model.get_text_features(ids))
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .unwrap_or_else(|e| panic!("text embeddings as f32: {e:?}"));
+            for (prompt, row) in missing.iter().zip(embeds.chunks_exact(dim)) {
+                cache.insert((*prompt).to_string(), row.to_vec());
             }
         }
-        let rows = prompts
-            .iter()
-            .map(|p| cache[p].clone().to_device(device))
-            .collect();
-        Tensor::stack(rows, 0)
+        let values: Vec<f32> = prompts.iter().flat_map(|p| cache[p].clone()).collect();
+        Tensor::from_data(TensorData::new(values, [prompts.len(), dim]), device)
     }
 
     /// How many prompts' text embeddings are cached.

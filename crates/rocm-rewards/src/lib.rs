@@ -4,8 +4,9 @@
 //! every step of the consistency sampler (METHOD.md §2–3), so a reward must be differentiable with
 //! respect to the image pixels. Every reward here is a [`RewardModel`].
 //!
-//! - [`aesthetic_head::AestheticHead`]: the LAION improved aesthetic predictor head (`.pth` or
-//!   `.safetensors`).
+//! - [`aesthetic_head::AestheticHead`]: the LAION improved aesthetic predictor head, embedded in the
+//!   crate ([`AestheticHead::laion`], [`Aesthetic::laion`]) or loaded from a `.pth` or
+//!   `.safetensors` file.
 //! - [`preprocess::ClipPreprocess`]: differentiable antialiased-bicubic resize, centre crop and
 //!   CLIP normalisation on device.
 //! - [`ClipScore`], [`PickScore`], [`Aesthetic`] on a transformers `CLIPModel` ([`ClipBackbone`]).

@@ -47,7 +47,9 @@ fn check(head: &AestheticHead, device: &Device, what: &str) {
         .into_data()
         .try_into_vec::<f32>()
         .expect("f32");
-    for (got, want) in scores.iter().zip(golden_scores()) {
+    let golden = golden_scores();
+    assert_eq!(scores.len(), golden.len(), "{what}: score count");
+    for (got, want) in scores.iter().zip(golden) {
         assert!((got - want).abs() < 1e-5, "{what}: {got} vs {want}");
     }
 }

@@ -77,21 +77,25 @@ fn text_embeddings_are_computed_once_per_prompt() {
     let device = Device::flex();
     let e = expected();
     let images = || Tensor::<4>::from_data(e["images"].clone().convert::<f32>(), &device);
+    let rows = |t: Tensor<2>| -> Vec<Vec<f32>> {
+        let [_, d] = t.dims();
+        let v = t.into_data().try_into_vec::<f32>().expect("f32");
+        v.chunks(d).map(<[f32]>::to_vec).collect()
+    };
     let clip = ClipScore::from_pretrained(&path_str(), &device).expect("clipscore");
     let text = &clip.backbone;
     assert_eq!(text.cached_prompts(), 0);
     let first = clip.reward(images(), &prompts());
     assert_eq!(text.cached_prompts(), 2);
-    // Swapped prompts now come from the cache, and each image's score follows its prompt.
+    // The swapped order comes from the cache; its rows are the fresh rows, swapped.
     let swapped: Vec<String> = prompts().into_iter().rev().collect();
-    let cached = text.text_embeds(&swapped, &device);
+    let cached = rows(text.text_embeds(&swapped, &device));
     assert_eq!(text.cached_prompts(), 2);
     text.clear_text_cache();
-    let fresh = text.text_embeds(&swapped, &device);
-    assert_eq!(
-        cached.into_data().try_to_vec::<f32>().expect("f32"),
-        fresh.into_data().try_to_vec::<f32>().expect("f32")
-    );
+    let mut fresh = rows(text.text_embeds(&prompts(), &device));
+    fresh.reverse();
+    assert_eq!(cached, fresh);
+    assert_ne!(cached[0], cached[1], "two prompts, one embedding");
     // A repeated prompt and a new one: one more entry, and the repeat scores as before.
     let mixed = vec![prompts()[0].clone(), "a red bicycle".to_string()];
     let again = clip
@@ -106,7 +110,17 @@ fn text_embeddings_are_computed_once_per_prompt() {
         (again[1] - first[1]).abs() > 1e-4,
         "another prompt scores the same"
     );
+    // Cached rows serve an autodiff device too, and the scores still match transformers.
     assert!(max_abs_diff(clip.reward(images(), &prompts()), &e["clip_score"]) < 1e-4);
+    let ad = device.clone().autodiff();
+    let pixels = Tensor::<4>::from_data(e["images"].clone().convert::<f32>(), &ad).require_grad();
+    let score = clip.reward(pixels.clone(), &prompts());
+    assert!(max_abs_diff(score.clone(), &e["clip_score"]) < 1e-4);
+    let grads = score.sum().backward();
+    assert!(
+        pixels.grad(&grads).is_some(),
+        "no gradient through cached text rows"
+    );
 }
 
 #[test]

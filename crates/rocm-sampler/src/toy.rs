@@ -133,7 +133,8 @@ impl ConsistencyModel<2> for ToyEpsMlp {
 }
 
 /// A ROCM-shaped objective for benches and examples: on each step with a policy the KL to the
-/// base, `mean(‖μ − μ_ref‖²) / (2σ²)` (needs [`crate::SamplerOptions::record_base`]), and
+/// base, `mean(‖μ − μ_ref‖²) / (2σ²)` (without [`crate::SamplerOptions::record_base`] there is no
+/// `μ_ref` and the term is left out), and
 /// `mean(x_K²)` on the final sample, a stand-in for a negative reward pulling samples to 0.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ToyObjective;
