@@ -8,13 +8,14 @@
 //!
 //! A model folder's `tokenizer/` ships either `vocab.json` + `merges.txt` (older hub repositories such
 //! as LCM_Dreamshaper_v7) or `tokenizer.json` (what transformers 5 saves); both load with
-//! [`CLIPTokenizer::from_dir`].
+//! [`CLIPTokenizer::from_dir`]. [`CLIPTokenizer::openai_clip`] needs no files: the OpenAI CLIP
+//! vocabulary is embedded in this crate (for checkpoints that ship none, such as open_clip's).
 
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use serde_json::Value;
-use tokenizers::models::bpe::BPE;
+use tokenizers::models::bpe::{BPE, BpeBuilder, Merges, Vocab};
 use tokenizers::normalizers::{Lowercase, NFC, Replace, Sequence as NormalizerSequence};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::sequence::Sequence as PreTokenizerSequence;
@@ -96,12 +97,33 @@ impl CLIPTokenizer {
     /// transformers writes for CLIP (NFC, whitespace collapse, lowercase; CLIP split + ByteLevel; BPE
     /// with `</w>`, unknown token `<|endoftext|>`).
     pub fn from_vocab_merges(vocab: &Path, merges: &Path) -> Result<Self, Error> {
+        let (vocab_s, merges_s) = (path_str(vocab)?, path_str(merges)?);
+        Self::from_bpe(BPE::from_file(vocab_s, merges_s), vocab, merges)
+    }
+
+    /// The OpenAI CLIP tokenizer with its vocabulary embedded in this crate (`assets/`, MIT): the
+    /// same ids as a diffusers `tokenizer/` folder of Stable Diffusion 1.x, with `<|endoftext|>`
+    /// padding, without reading any file. The vocabulary is rebuilt from the 48,894 merges as
+    /// OpenAI's `simple_tokenizer.py` does: byte symbols, the same with `</w>`, one token per merge,
+    /// then `<|startoftext|>` and `<|endoftext|>`.
+    pub fn openai_clip() -> Result<Self, Error> {
+        let (vocab, merges) = openai_clip_vocab();
+        let source = Path::new(OPENAI_CLIP_MERGES_NAME);
+        Self::from_bpe(
+            BPE::builder().vocab_and_merges(vocab, merges),
+            source,
+            source,
+        )
+    }
+
+    /// Completes a BPE model into transformers' CLIP pipeline; `vocab` and `merges` name the
+    /// sources in errors.
+    fn from_bpe(builder: BpeBuilder, vocab: &Path, merges: &Path) -> Result<Self, Error> {
         let err = |message: String| Error::Tokenizer {
             path: vocab.to_path_buf(),
             message,
         };
-        let (vocab_s, merges_s) = (path_str(vocab)?, path_str(merges)?);
-        let bpe = BPE::from_file(vocab_s, merges_s)
+        let bpe = builder
             .unk_token(EOS_TOKEN.into())
             .end_of_word_suffix("</w>".into())
             .continuing_subword_prefix(String::new())
@@ -265,6 +287,50 @@ impl CLIPTokenizer {
             device,
         ))
     }
+}
+
+/// The name errors give the embedded OpenAI CLIP merges.
+const OPENAI_CLIP_MERGES_NAME: &str = "<embedded OpenAI CLIP merges>";
+
+/// The OpenAI CLIP merges (`assets/clip_merges.txt`, Hugging Face `merges.txt` layout).
+const OPENAI_CLIP_MERGES: &str = include_str!("../assets/clip_merges.txt");
+
+/// The vocabulary and merges of [`CLIPTokenizer::openai_clip`].
+fn openai_clip_vocab() -> (Vocab, Merges) {
+    let merges: Merges = OPENAI_CLIP_MERGES
+        .lines()
+        .skip(1) // `#version: 0.2`
+        .filter_map(|line| {
+            let (a, b) = line.split_once(' ')?;
+            Some((a.to_string(), b.to_string()))
+        })
+        .collect();
+    let bytes = bytes_to_unicode();
+    let tokens = bytes
+        .iter()
+        .map(char::to_string)
+        .chain(bytes.iter().map(|c| format!("{c}</w>")))
+        .chain(merges.iter().map(|(a, b)| format!("{a}{b}")))
+        .chain([BOS_TOKEN.to_string(), EOS_TOKEN.to_string()]);
+    let vocab: Vocab = tokens.zip(0u32..).collect();
+    (vocab, merges)
+}
+
+/// GPT-2's byte → printable-character table that CLIP's BPE runs on, in the order of OpenAI's
+/// `bytes_to_unicode` (printable bytes first, then the rest mapped from U+0100 on).
+fn bytes_to_unicode() -> Vec<char> {
+    let printable = |b: &u32| {
+        (0x21..=0x7E).contains(b) || (0xA1..=0xAC).contains(b) || (0xAE..=0xFF).contains(b)
+    };
+    let shifted = (0..256u32)
+        .filter(|b| !printable(b))
+        .zip(256u32..)
+        .map(|(_, c)| c);
+    (0..256u32)
+        .filter(printable)
+        .chain(shifted)
+        .filter_map(char::from_u32)
+        .collect()
 }
 
 fn path_str(path: &Path) -> Result<&str, Error> {

@@ -91,10 +91,8 @@ fn read_reference(path: &Path) -> Reference {
         .expect("reference json")
 }
 
-#[test]
-fn vocab_merges_folder_reproduces_every_transformers_case() {
-    let dir = clip_vocab_dir(&[]);
-    let tok = CLIPTokenizer::from_dir(&dir.0).expect("tokenizer");
+/// The 28 transformers cases (padded to 77, with attention masks) and the special ids.
+fn reproduces_every_transformers_case(tok: &CLIPTokenizer) {
     assert_eq!(
         (
             tok.vocab_size(),
@@ -117,15 +115,29 @@ fn vocab_merges_folder_reproduces_every_transformers_case() {
     }
 }
 
-#[test]
-fn openai_reference_ids_without_special_tokens() {
-    let tok = CLIPTokenizer::from_dir(&clip_vocab_dir(&[]).0).expect("tokenizer");
+/// The ids of OpenAI's reference tokenizer (no special tokens) on 4 strings.
+fn reproduces_openai_reference_ids(tok: &CLIPTokenizer) {
     let text = std::fs::read_to_string(fixtures().join("python_reference_ids.json")).expect("file");
     let reference: HashMap<String, Vec<u32>> = serde_json::from_str(&text).expect("json");
     assert_eq!(reference.len(), 4);
     for (text, ids) in reference {
         assert_eq!(tok.tokenize(&text).expect("tokenize"), ids, "text {text:?}");
     }
+}
+
+#[test]
+fn vocab_merges_folder_reproduces_every_transformers_case() {
+    let dir = clip_vocab_dir(&[]);
+    let tok = CLIPTokenizer::from_dir(&dir.0).expect("tokenizer");
+    reproduces_every_transformers_case(&tok);
+    reproduces_openai_reference_ids(&tok);
+}
+
+#[test]
+fn embedded_openai_vocabulary_reproduces_every_reference_case() {
+    let tok = CLIPTokenizer::openai_clip().expect("embedded tokenizer");
+    reproduces_every_transformers_case(&tok);
+    reproduces_openai_reference_ids(&tok);
 }
 
 #[test]

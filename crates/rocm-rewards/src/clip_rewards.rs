@@ -5,7 +5,7 @@
 //! backbone's parameters are frozen ([`Module::no_grad`]) so only the pixels receive gradients.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
 use burn::prelude::*;
@@ -53,12 +53,13 @@ impl ClipBackbone {
     }
 
     /// Loads a transformers `CLIPModel` folder (`config.json`, `model.safetensors`, and a tokenizer:
-    /// `tokenizer.json` or `vocab.json` + `merges.txt`, in the folder or its `tokenizer/`), or a hub
-    /// repository id from the local Hugging Face cache ([`rocm_models::hub::model_dir`]).
+    /// `tokenizer.json` or `vocab.json` + `merges.txt`, in the folder or its `tokenizer/`, else the
+    /// embedded OpenAI CLIP vocabulary), or a hub repository id from the local Hugging Face cache
+    /// ([`rocm_models::hub::model_dir`]).
     pub fn from_pretrained(name_or_path: &str, device: &Device) -> Result<Self, Error> {
         let dir = rocm_models::hub::model_dir(name_or_path, &CLIP_MODEL_FILES)?;
         let model = CLIPModel::from_pretrained(&dir, device)?.no_grad();
-        let tokenizer = CLIPTokenizer::from_dir(tokenizer_dir(&dir))?;
+        let tokenizer = load_tokenizer(&dir)?;
         let size = model
             .vision_model
             .embeddings
@@ -159,14 +160,20 @@ impl ClipBackbone {
     }
 }
 
-pub(crate) fn tokenizer_dir(dir: &Path) -> PathBuf {
+/// The tokenizer of a model folder: its files (`tokenizer.json` or `vocab.json` + `merges.txt`,
+/// in the folder or its `tokenizer/`), else the embedded OpenAI CLIP vocabulary
+/// ([`CLIPTokenizer::openai_clip`], which every CLIP-family reward here was trained with).
+pub(crate) fn load_tokenizer(dir: &Path) -> Result<CLIPTokenizer, Error> {
     let has_tokenizer =
         |d: &Path| d.join("tokenizer.json").is_file() || d.join("vocab.json").is_file();
-    if !has_tokenizer(dir) && has_tokenizer(&dir.join("tokenizer")) {
-        dir.join("tokenizer")
+    let tokenizer = if has_tokenizer(dir) {
+        CLIPTokenizer::from_dir(dir)?
+    } else if has_tokenizer(&dir.join("tokenizer")) {
+        CLIPTokenizer::from_dir(dir.join("tokenizer"))?
     } else {
-        dir.to_path_buf()
-    }
+        CLIPTokenizer::openai_clip()?
+    };
+    Ok(tokenizer)
 }
 
 /// `x / ‖x‖₂` along the last dimension.

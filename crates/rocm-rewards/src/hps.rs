@@ -211,9 +211,11 @@ pub const HPS_WEIGHT_FILES: [&str; 4] = [
 ];
 
 impl HpsV2 {
-    /// Loads a folder holding an open_clip checkpoint ([`HPS_WEIGHT_FILES`]), a tokenizer
-    /// (`tokenizer.json` or `vocab.json` + `merges.txt`, here or in `tokenizer/`) and optionally a
-    /// transformers-style `config.json` (`CLIPConfig`; default [`open_clip_vit_h14`]).
+    /// Loads a folder holding an open_clip checkpoint ([`HPS_WEIGHT_FILES`]), optionally a
+    /// tokenizer (`tokenizer.json` or `vocab.json` + `merges.txt`, here or in `tokenizer/`;
+    /// default the embedded OpenAI CLIP vocabulary, [`CLIPTokenizer::openai_clip`], which is
+    /// open_clip's) and optionally a transformers-style `config.json` (`CLIPConfig`; default
+    /// [`open_clip_vit_h14`]).
     pub fn from_dir(dir: impl AsRef<Path>, device: &Device) -> Result<Self, Error> {
         let dir = dir.as_ref();
         let config_path = dir.join("config.json");
@@ -230,7 +232,7 @@ impl HpsV2 {
                 path: dir.to_path_buf(),
                 message: format!("none of {HPS_WEIGHT_FILES:?} in the folder"),
             })?;
-        let tokenizer = CLIPTokenizer::from_dir(crate::clip_rewards::tokenizer_dir(dir))?;
+        let tokenizer = crate::clip_rewards::load_tokenizer(dir)?;
         Self::from_file(&weights, &config, tokenizer, device)
     }
 

@@ -187,6 +187,23 @@ fn hpsv2_matches_open_clip_from_safetensors_and_pt() {
 }
 
 #[test]
+fn hpsv2_folder_without_tokenizer_uses_the_embedded_openai_vocabulary() {
+    let device = Device::flex();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-open-clip");
+    let dir = std::env::temp_dir().join(format!("rocm-hps-no-tokenizer-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    for file in ["config.json", "open_clip_model.safetensors"] {
+        std::fs::copy(src.join(file), dir.join(file)).expect("copy");
+    }
+    let loaded = rocm_rewards::HpsV2::from_dir(&dir, &device);
+    let with_own = rocm_rewards::HpsV2::from_dir(&src, &device).expect("load");
+    std::fs::remove_dir_all(&dir).expect("clean up");
+    let hps = loaded.expect("load without tokenizer files");
+    assert_eq!(hps.backbone.tokenizer.vocab_size(), 49408);
+    assert_eq!(with_own.backbone.tokenizer.vocab_size(), 914);
+}
+
+#[test]
 #[ignore = "needs openai/clip-vit-large-patch14 in the Hugging Face cache"]
 fn real_aesthetic_scores_a_grey_image_in_range() {
     let device = Device::flex();
