@@ -13,6 +13,11 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer")
 }
 
+/// The OpenAI CLIP merges, shipped with the crate for `CLIPTokenizer::openai_clip`.
+fn merges_file() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/clip_merges.txt")
+}
+
 #[derive(Deserialize)]
 struct Case {
     text: String,
@@ -45,14 +50,15 @@ fn bytes_to_unicode() -> Vec<char> {
 }
 
 /// A temporary `vocab.json` + `merges.txt` folder: the CLIP vocabulary is a function of its merges
-/// (bytes, bytes + `</w>`, merge results, the two special tokens), so only merges.txt is committed.
+/// (bytes, bytes + `</w>`, merge results, the two special tokens), so only the merges are committed
+/// (`assets/clip_merges.txt`). Built here independently of the crate's own `openai_clip`.
 fn clip_vocab_dir(extra: &[(&str, &str)]) -> TempDir {
     // Tests run in parallel: one folder per call.
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("rocm-models-clip-tok-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let merges_text = std::fs::read_to_string(fixtures().join("merges.txt")).expect("merges.txt");
+    let merges_text = std::fs::read_to_string(merges_file()).expect("merges.txt");
     let mut tokens: Vec<String> = bytes_to_unicode().iter().map(char::to_string).collect();
     tokens.extend(bytes_to_unicode().iter().map(|c| format!("{c}</w>")));
     for line in merges_text.lines().skip(1).filter(|l| !l.trim().is_empty()) {
@@ -70,7 +76,7 @@ fn clip_vocab_dir(extra: &[(&str, &str)]) -> TempDir {
         serde_json::to_string(&vocab).expect("json"),
     )
     .expect("write vocab");
-    std::fs::copy(fixtures().join("merges.txt"), dir.join("merges.txt")).expect("copy merges");
+    std::fs::copy(merges_file(), dir.join("merges.txt")).expect("copy merges");
     for (name, text) in extra {
         std::fs::write(dir.join(name), text).expect("write extra");
     }
