@@ -3,9 +3,9 @@
 //! ROCM regularises the fine-tuned consistency model towards its frozen base with a divergence
 //! between the two per-step policies of the multistep sampler,
 //! `π_θ(x_{k+1} | x_k) = N(μ_θ, σ² I)` and `π_ref(x_{k+1} | x_k) = N(μ_ref, σ² I)`
-//! (METHOD.md §2–4). Every divergence here is an [`FDivergence`]: it takes two batches of diagonal
-//! Gaussians ([`DiagGaussian`], leading batch dimension) and returns one differentiable value per
-//! sample, shape `[B]`.
+//! (docs/method.md §2–4). Every divergence here is an [`FDivergence`]: it takes two batches of
+//! diagonal Gaussians ([`DiagGaussian`], leading batch dimension) and returns one differentiable
+//! value per sample, shape `[B]`.
 //!
 //! The divergences are computed **per element** and then reduced over the non-batch elements
 //! ([`Reduction::Mean`] by default, or [`Reduction::Sum`]): whole-vector Hellinger and

@@ -149,7 +149,7 @@ impl LoraConfig {
         }
     }
 
-    /// The paper's setting (METHOD.md §5, as RLCM): r = 16, α = 32 on `to_q`, `to_k`, `to_v`,
+    /// The paper's setting (docs/method.md §5, as RLCM): r = 16, α = 32 on `to_q`, `to_k`, `to_v`,
     /// `to_out.0`, `A ~ N(0, σ = 1/r)`, `B = 0`, scale α/r = 2.
     pub fn paper() -> Self {
         Self::new(

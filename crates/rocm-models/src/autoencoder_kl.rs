@@ -89,7 +89,7 @@ pub struct AutoencoderKLConfig {
 }
 
 impl AutoencoderKLConfig {
-    /// The Stable Diffusion 1.5 / LCM Dreamshaper v7 VAE (MODELS.md).
+    /// The Stable Diffusion 1.5 / LCM Dreamshaper v7 VAE (docs/models.md §3).
     pub fn sd15() -> Self {
         Self::new(vec![128, 256, 512, 512])
     }

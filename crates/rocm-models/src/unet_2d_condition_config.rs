@@ -190,7 +190,7 @@ pub struct UNet2DConditionModelConfig {
 }
 
 impl UNet2DConditionModelConfig {
-    /// Stable Diffusion 1.5 (`runwayml/stable-diffusion-v1-5`, MODELS.md).
+    /// Stable Diffusion 1.5 (`runwayml/stable-diffusion-v1-5`, docs/models.md §2).
     pub fn sd15() -> Self {
         use DownBlockType::*;
         use UpBlockType::*;

@@ -1,8 +1,8 @@
 //! Differentiable image rewards for ROCM.
 //!
 //! ROCM maximises `E[R(x(θ, ε, c), c)]` by backpropagating the reward through the VAE decoder and
-//! every step of the consistency sampler (METHOD.md §2–3), so a reward must be differentiable with
-//! respect to the image pixels. Every reward here is a [`RewardModel`].
+//! every step of the consistency sampler (docs/method.md §2–3), so a reward must be differentiable
+//! with respect to the image pixels. Every reward here is a [`RewardModel`].
 //!
 //! - [`aesthetic_head::AestheticHead`]: the LAION improved aesthetic predictor head, embedded in the
 //!   crate ([`AestheticHead::laion`], [`Aesthetic::laion`]) or loaded from a `.pth` or

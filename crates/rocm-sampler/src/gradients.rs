@@ -16,8 +16,8 @@ use crate::{
 /// loss = mean_b [ Σ_k step_term_k[b] + final_term[b] ]
 /// ```
 ///
-/// ROCM's loss (METHOD.md §3) is `step_term_k = β D(π_θ(·|x_k) ‖ π_ref(·|x_k))` on the non-final
-/// steps (from [`crate::StepPolicy::mean`], [`crate::StepPolicy::base_mean`] and
+/// ROCM's loss (docs/method.md §3) is `step_term_k = β D(π_θ(·|x_k) ‖ π_ref(·|x_k))` on the
+/// non-final steps (from [`crate::StepPolicy::mean`], [`crate::StepPolicy::base_mean`] and
 /// [`crate::StepPolicy::std`]; record the base with [`SamplerOptions::with_base`]) and
 /// `final_term = −R(decode(x_K))`. The loss is minimised.
 ///
@@ -185,7 +185,7 @@ where
     M: ConsistencyModel<D> + Module,
     O: TrajectoryObjective<D> + ?Sized,
 {
-    // Leaves and constants must carry the model's checkpointing strategy (BURN.md §8).
+    // Leaves and constants must carry the model's checkpointing strategy (docs/burn.md §8).
     let lift = |t: Tensor<D>| {
         t.inner()
             .autodiff()

@@ -130,7 +130,7 @@ pub fn classifier_free_guidance<const D: usize>(
 /// emb = [sin(w' freq), cos(w' freq)]  (sin first), zero-padded to d when d is odd
 /// ```
 ///
-/// The UNet adds `cond_proj(emb)` to its timestep embedding (METHOD.md §1).
+/// The UNet adds `cond_proj(emb)` to its timestep embedding (docs/method.md §1).
 ///
 /// # Shapes
 /// - `w`: `[B]`

@@ -1,7 +1,7 @@
 //! Latent consistency model (LCM) multistep sampling with a differentiable trajectory.
 //!
 //! A consistency model `f_θ(x, t)` maps a noisy latent at timestep `t` straight to an estimate of
-//! the clean sample. The multistep sampler (METHOD.md §1, the paper's Algorithm 1) alternates
+//! the clean sample. The multistep sampler (docs/method.md §1, the paper's Algorithm 1) alternates
 //! that jump with re-noising to the next timestep:
 //!
 //! ```text
@@ -128,10 +128,10 @@ pub struct Prediction<const D: usize> {
 /// embeddings `[B, 77, 768]` for a UNet, nothing (`()`) for an unconditional toy model.
 ///
 /// ROCM regularises the fine-tuned policy towards the frozen base evaluated **on the policy's own
-/// state** (METHOD.md §2). [`ConsistencyModel::predict_base`] is that evaluation: the same network
-/// with its adapters switched off, sharing the base weights rather than holding a second copy.
-/// A model without adapters returns the same as [`ConsistencyModel::predict`]. Callers treat the
-/// base prediction as a constant (it is detached before use).
+/// state** (docs/method.md §2). [`ConsistencyModel::predict_base`] is that evaluation: the same
+/// network with its adapters switched off, sharing the base weights rather than holding a second
+/// copy. A model without adapters returns the same as [`ConsistencyModel::predict`]. Callers treat
+/// the base prediction as a constant (it is detached before use).
 ///
 /// # Example
 /// A toy model of 2-D points whose "network" shrinks the latent towards a learnable centre.

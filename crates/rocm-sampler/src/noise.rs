@@ -6,7 +6,7 @@ use rand_distr::StandardNormal;
 
 use crate::Error;
 
-/// The noise `ε = (x_0, z_0, …, z_{K−2})` of a `K`-step run (METHOD.md §2).
+/// The noise `ε = (x_0, z_0, …, z_{K−2})` of a `K`-step run (docs/method.md §2).
 ///
 /// The sampled latent is a deterministic function of the model, this noise and the conditioning,
 /// so a run can be replayed exactly (for the checkpointed backward pass, for PPO-style baselines,

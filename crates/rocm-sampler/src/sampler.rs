@@ -1,4 +1,4 @@
-//! The LCM multistep sampler (METHOD.md §1, the paper's Algorithm 1).
+//! The LCM multistep sampler (docs/method.md §1, the paper's Algorithm 1).
 
 use crate::threads::run_pair;
 use burn::prelude::*;
@@ -92,7 +92,7 @@ impl<C> SamplerOptions<C> {
 /// ```
 ///
 /// All randomness comes from a [`SamplerNoise`], so the output is a deterministic,
-/// differentiable function of the model's parameters (the reparameterisation of METHOD.md §2).
+/// differentiable function of the model's parameters (the reparameterisation of docs/method.md §2).
 /// Gradients of an objective through the whole run: [`Sampler::gradients`].
 #[derive(Clone, Debug, Default)]
 pub struct Sampler {

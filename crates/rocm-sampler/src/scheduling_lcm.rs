@@ -1,5 +1,5 @@
 //! The LCM scheduler: timesteps, boundary condition and one consistency step (diffusers'
-//! `scheduling_lcm.py`, METHOD.md §1).
+//! `scheduling_lcm.py`, docs/method.md §1).
 
 use std::path::Path;
 

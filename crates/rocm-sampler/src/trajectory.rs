@@ -2,7 +2,7 @@
 
 use burn::prelude::*;
 
-/// The Gaussian policy of a non-final step (METHOD.md §2):
+/// The Gaussian policy of a non-final step (docs/method.md §2):
 /// `π_θ(x_{k+1} | x_k) = N(√ā_{k+1} f_θ(x_k, t_k), (1 − ā_{k+1}) I)`.
 ///
 /// # Shapes
@@ -24,7 +24,7 @@ pub struct StepPolicy<const D: usize> {
 
 impl<const D: usize> StepPolicy<D> {
     /// The log-density of a transition, averaged over the latent's elements (RLCM's convention,
-    /// METHOD.md §6): `mean_i [−(x_i − μ_i)² / (2σ²)] − ln σ − ½ ln 2π`.
+    /// docs/method.md §6): `mean_i [−(x_i − μ_i)² / (2σ²)] − ln σ − ½ ln 2π`.
     ///
     /// # Shapes
     /// - `next`: `[B, …]`

@@ -1,8 +1,8 @@
 //! [`TrainConfig`]: every setting of a ROCM run, read from TOML.
 //!
 //! Unknown fields are rejected with their name (serde's `deny_unknown_fields`), so a typo never
-//! silently falls back to a default. Every default is the paper's setting (METHOD.md §5) where the
-//! paper gives one, and says "ours" where it does not.
+//! silently falls back to a default. Every default is the paper's setting (docs/method.md §5) where
+//! the paper gives one, and says "ours" where it does not.
 
 use std::path::{Path, PathBuf};
 
@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 use crate::schedule::LrSchedule;
 
-/// How the divergence of a step is reduced over the latent's elements (METHOD.md §4).
+/// How the divergence of a step is reduced over the latent's elements (docs/method.md §4).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReductionKind {
@@ -33,7 +33,7 @@ impl From<ReductionKind> for Reduction {
     }
 }
 
-/// Which guidance the sampler applies (METHOD.md §1).
+/// Which guidance the sampler applies (docs/method.md §1).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GuidanceKind {
@@ -97,7 +97,7 @@ impl LoraSection {
     }
 }
 
-/// Every setting of a ROCM run (METHOD.md §3, §5; the paper's Algorithm 2).
+/// Every setting of a ROCM run (docs/method.md §3, §5; the paper's Algorithm 2).
 ///
 /// ```toml
 /// iterations = 1000

@@ -1,6 +1,6 @@
 //! The ROCM training loop: reward optimisation of a consistency model by backpropagating a
 //! differentiable reward through the whole multistep sampler, regularised by an f-divergence
-//! between the fine-tuned policy and its frozen base (METHOD.md §3 and §5).
+//! between the fine-tuned policy and its frozen base (docs/method.md §3 and §5).
 //!
 //! The trainer ([`RocmTrainer`]) is generic over the model ([`rocm_sampler::ConsistencyModel`]
 //! carrying [`rocm_lora`] adapters), the reward ([`LatentReward`]; an image

@@ -1,4 +1,4 @@
-//! ROCM's loss over one sampled trajectory (METHOD.md §3):
+//! ROCM's loss over one sampled trajectory (docs/method.md §3):
 //! `loss = −mean_b R(x_K) + β · mean_b Σ_{k<K−1} D(π_θ(·|x_k) ‖ π_ref(·|x_k))`.
 
 use burn::prelude::*;

@@ -47,7 +47,7 @@ impl<const D: usize, R: LatentReward<D> + ?Sized> LatentReward<D> for &R {
 }
 
 /// Turns a final latent into images for a [`RewardModel`]: for Stable Diffusion, the VAE decoder
-/// applied to `x / 0.18215`, then `(img / 2 + 0.5).clamp(0, 1)` (METHOD.md §1).
+/// applied to `x / 0.18215`, then `(img / 2 + 0.5).clamp(0, 1)` (docs/method.md §1).
 ///
 /// Must be differentiable (the reward's gradient flows back through it into the sampler) and
 /// should hold frozen weights only.

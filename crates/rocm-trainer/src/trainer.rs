@@ -1,4 +1,4 @@
-//! [`RocmTrainer`]: the paper's Algorithm 2 (METHOD.md §5).
+//! [`RocmTrainer`]: the paper's Algorithm 2 (docs/method.md §5).
 
 use std::time::Instant;
 
@@ -22,7 +22,7 @@ use crate::{
 
 /// The ROCM training loop: reward optimisation of a LoRA-adapted consistency model by
 /// back-propagating through the whole `K`-step sampler, regularised by an f-divergence to the
-/// frozen base (METHOD.md §3, §5).
+/// frozen base (docs/method.md §3, §5).
 ///
 /// One [`RocmTrainer::train_iteration`] is one optimizer update:
 ///
