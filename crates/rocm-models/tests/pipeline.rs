@@ -123,10 +123,14 @@ fn bad_inputs_are_errors() {
 fn lcm_dreamshaper_v7_generates() {
     let device = Device::flex();
     let pipeline = match std::env::var("ROCM_LCM_DIR") {
-        Ok(dir) => LcmPipeline::from_folder(dir, &device),
-        Err(_) => LcmPipeline::from_hub("SimianLuo/LCM_Dreamshaper_v7", &device),
-    }
-    .unwrap_or_else(|e| panic!("{e}"));
+        Ok(dir) => LcmPipeline::from_folder(&dir, &device)
+            .unwrap_or_else(|e| panic!("ROCM_LCM_DIR={dir}: {e}")),
+        Err(_) => {
+            LcmPipeline::from_hub("SimianLuo/LCM_Dreamshaper_v7", &device).unwrap_or_else(|e| {
+                panic!("ROCM_LCM_DIR is not set and the Hugging Face cache has no usable copy: {e}")
+            })
+        }
+    };
     assert_eq!(pipeline.latent_shape(1), [1, 4, 96, 96]);
     // A smaller latent than the native 96×96 keeps the CPU run to minutes.
     let noise = SamplerNoise::from_seed([1, 4, 32, 32], 2, 0, &device);

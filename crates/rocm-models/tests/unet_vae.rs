@@ -297,7 +297,12 @@ fn lora_gradients_flow_to_adapters_only_on_autodiff() {
 #[test]
 #[ignore = "needs the real LCM_Dreamshaper_v7 weights in $ROCM_LCM_DIR (3.4 GB)"]
 fn real_lcm_dreamshaper_v7_loads_strictly() {
-    let dir = PathBuf::from(std::env::var_os("ROCM_LCM_DIR").expect("set ROCM_LCM_DIR"));
+    let dir = PathBuf::from(std::env::var_os("ROCM_LCM_DIR").unwrap_or_else(|| {
+        panic!(
+            "ROCM_LCM_DIR is not set: point it at an LCM_Dreamshaper_v7 folder (with unet/ and \
+             vae/) to run this ignored test"
+        )
+    }));
     let device = Device::flex();
     let config = UNet2DConditionModelConfig::from_file(dir.join("unet/config.json")).unwrap();
     assert_eq!(
