@@ -5,8 +5,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use burn::module::{ModuleVisitor, Param};
 use burn::prelude::*;
-use rocm_lora::{LoraConfig, apply_lora, lora_capable_paths};
+use rocm_lora::{LoraConfig, TargetModules, adapter_paths, apply_lora, lora_capable_paths};
 use rocm_models::{
     AutoencoderKL, AutoencoderKLConfig, Error, UNet2DConditionModel, UNet2DConditionModelConfig,
 };
@@ -217,6 +218,136 @@ fn attention_projection_paths() -> Vec<String> {
     paths
 }
 
+/// diffusers module paths of every `nn.Linear` and `nn.Conv2d` of the UNet, read from the weight
+/// file: the modules whose `weight` is a matrix or a 4-d kernel (the norms' weights are vectors,
+/// and this UNet has no embedding table).
+fn linear_and_conv_paths() -> Vec<String> {
+    let keys = read_safetensors(&fixtures().join("unet/diffusion_pytorch_model.fp16.safetensors"));
+    let mut paths: Vec<String> = keys
+        .iter()
+        .filter(|(_, (_, shape, _))| matches!(shape.len(), 2 | 4))
+        .filter_map(|(k, _)| k.strip_suffix(".weight"))
+        .map(String::from)
+        .collect();
+    paths.sort();
+    paths
+}
+
+/// Burn's own walk of the module tree ([`ModuleVisitor`], independent of the `LoraContainer`
+/// impls): the path of every `Linear` and `Conv2d`, found as the module whose `weight` field is
+/// visited inside a `Linear` / `Conv2d` struct, with paths written as diffusers names modules:
+/// enum variants (`proj_in` is `Conv` or `Linear`) leave no component, and FeedForward's fields
+/// `net_0` / `net_2` are diffusers' `net.0` / `net.2`.
+#[derive(Default)]
+struct BurnLayers {
+    /// `(name, container type)` of the modules entered.
+    stack: Vec<(String, String)>,
+    found: Vec<String>,
+}
+
+impl ModuleVisitor for BurnLayers {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.stack
+            .push((name.to_string(), container_type.to_string()));
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.stack.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, _param: &Param<Tensor<D>>) {
+        let Some(((field, container), parents)) = self.stack.split_last() else {
+            return;
+        };
+        if field == "weight" && matches!(container.as_str(), "Struct:Linear" | "Struct:Conv2d") {
+            let path: Vec<String> = parents
+                .iter()
+                .filter(|(_, container)| !container.starts_with("Enum:"))
+                .map(|(name, _)| name.replace("net_", "net."))
+                .collect();
+            self.found.push(path.join("."));
+        }
+    }
+}
+
+#[test]
+fn every_linear_and_conv_of_the_unet_takes_an_adapter_by_its_diffusers_path() {
+    let device = Device::flex();
+    let model = unet(&device);
+    let expected = linear_and_conv_paths();
+    // Tiny UNet: 4 transformers × (proj_in, proj_out, 8 attention projections, ff.net.0.proj,
+    // ff.net.2) + 8 resnets × (conv1, conv2, time_emb_proj) + 5 conv_shortcuts + a downsampler
+    // and an upsampler conv + conv_in, conv_out + the 3 time_embedding linears = 84.
+    assert_eq!(expected.len(), 84, "{expected:#?}");
+
+    // Burn's module tree has exactly the file's Linear / Conv2d modules ...
+    let mut burn_layers = BurnLayers::default();
+    model.visit(&mut burn_layers);
+    burn_layers.found.sort();
+    assert_eq!(
+        burn_layers.found, expected,
+        "Burn's module tree vs the file"
+    );
+    // ... and the LoRA walk reaches every one of them, under its diffusers path.
+    let mut capable = lora_capable_paths(&model);
+    capable.sort();
+    let unreached: Vec<&String> = expected.iter().filter(|p| !capable.contains(p)).collect();
+    let unknown: Vec<&String> = capable.iter().filter(|p| !expected.contains(p)).collect();
+    assert!(
+        unreached.is_empty() && unknown.is_empty(),
+        "LoRA-capable paths differ from the UNet's Linear/Conv2d modules: not reachable \
+         {unreached:?}, not in the file {unknown:?}"
+    );
+    for known in [
+        "conv_in",
+        "conv_out",
+        "time_embedding.linear_1",
+        "time_embedding.cond_proj",
+        "down_blocks.0.attentions.0.proj_in",
+        "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q",
+        "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_out.0",
+        "down_blocks.0.attentions.0.transformer_blocks.0.ff.net.0.proj",
+        "down_blocks.0.attentions.0.transformer_blocks.0.ff.net.2",
+        "down_blocks.0.downsamplers.0.conv",
+        "down_blocks.1.resnets.0.conv_shortcut",
+        "mid_block.resnets.0.conv1",
+        "mid_block.resnets.1.time_emb_proj",
+        "mid_block.attentions.0.proj_out",
+        "up_blocks.0.upsamplers.0.conv",
+        "up_blocks.1.resnets.1.conv2",
+        "up_blocks.1.attentions.1.transformer_blocks.0.attn1.to_v",
+    ] {
+        assert!(
+            capable.iter().any(|p| p == known),
+            "{known} is not LoRA-capable"
+        );
+    }
+
+    // Each path alone targets exactly its layer (a full path matches only itself) ...
+    for path in &expected {
+        let mut one = model.clone();
+        let report = apply_lora(
+            &mut one,
+            &LoraConfig::new(2, 2.0, TargetModules::names(&[path.as_str()])),
+        )
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(report.wrapped, [path.as_str()], "{path}");
+        assert_eq!(adapter_paths(&one), [path.as_str()], "{path}");
+    }
+    // ... and all of them together give every LoRA-capable layer an adapter.
+    let mut all = model;
+    let report = apply_lora(
+        &mut all,
+        &LoraConfig::new(2, 2.0, TargetModules::Names(expected.clone())),
+    )
+    .unwrap();
+    assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+    let mut adapted = adapter_paths(&all);
+    adapted.sort();
+    assert_eq!(adapted.len(), capable.len());
+    assert_eq!(adapted, expected);
+}
+
 #[test]
 fn lora_wraps_exactly_the_attention_projections_and_switches_off() {
     let device = Device::flex();
@@ -229,13 +360,6 @@ fn lora_wraps_exactly_the_attention_projections_and_switches_off() {
     let ehs = io.get::<3>("unet.encoder_hidden_states");
     let before = model.predict(&input, &ehs).output;
     assert!(max_abs_diff(before.clone(), io.get::<4>("unet.out_cond")) < TOL);
-
-    // Every file key of a LoRA-capable layer is reachable by the same path.
-    let capable = lora_capable_paths(&model);
-    assert!(
-        capable.contains(&"down_blocks.0.attentions.0.transformer_blocks.0.ff.net.0.proj".into())
-    );
-    assert!(capable.contains(&"up_blocks.1.resnets.0.conv_shortcut".into()));
 
     let report = apply_lora(&mut model, &LoraConfig::paper()).unwrap();
     let mut wrapped = report.wrapped.clone();
@@ -255,7 +379,7 @@ fn lora_wraps_exactly_the_attention_projections_and_switches_off() {
         .to_q;
     let lora = lin.lora.as_mut().unwrap();
     let b = lora.lora_b.val();
-    lora.lora_b = burn::module::Param::from_tensor(b.ones_like() * 0.1);
+    lora.lora_b = Param::from_tensor(b.ones_like() * 0.1);
     let tuned = model.predict(&input, &ehs).output;
     assert!(max_abs_diff(tuned, before.clone()) > 1e-3);
     let base = model.predict_base(&input, &ehs).output;
