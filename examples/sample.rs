@@ -7,7 +7,9 @@
 //! ```
 //!
 //! `--model` is a diffusers pipeline folder (`unet/`, `vae/`, `text_encoder/`, `tokenizer/`,
-//! `scheduler/`) or a hub id resolved in the Hugging Face cache (`HF_HOME`, `HF_HUB_CACHE`).
+//! `scheduler/`) or a hub id resolved in the Hugging Face cache (`HF_HOME`, `HF_HUB_CACHE`), as
+//! `LcmPipeline::from_pretrained` reads a name or path: an existing folder first, then an
+//! `org/name` id.
 //! Writes `OUT/image-<i>.png` per prompt and `OUT/grid.png` (`rocm::trainer::images`), with
 //! per-step progress on stderr. The `rocm sample` command does the same, with LoRA adapters.
 //!
@@ -64,7 +66,7 @@ fn run() -> Result<(), String> {
     let args = parse_args(std::env::args().skip(1))?;
     let (device, backend) = rocm::select_device(&args.device).map_err(|e| e.to_string())?;
     eprintln!("loading {} on {backend}", args.model);
-    let pipeline = load(&args.model, &device)?;
+    let pipeline = LcmPipeline::from_pretrained(&args.model, &device).map_err(|e| e.to_string())?;
     let prompts: Vec<&str> = args.prompts.iter().map(String::as_str).collect();
     let noise = match &args.noise {
         Some(path) => NoiseSource::Injected(read_noise(path, prompts.len(), args.steps, &device)?),
@@ -137,21 +139,6 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
 fn parse_number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, String> {
     text.parse()
         .map_err(|_| format!("{flag}: `{text}` is not a valid number"))
-}
-
-/// A folder path (an existing directory, or anything that does not look like `Org/Name`) is
-/// loaded as is; otherwise the hub cache is searched.
-fn load(model: &str, device: &Device) -> Result<LcmPipeline, String> {
-    let path = Path::new(model);
-    let looks_like_repo_id = model.matches('/').count() == 1
-        && !model.starts_with(['.', '/', '~'])
-        && !model.contains('\\');
-    let result = if path.is_dir() || !looks_like_repo_id {
-        LcmPipeline::from_folder(path, device)
-    } else {
-        LcmPipeline::from_hub(model, device)
-    };
-    result.map_err(|e| e.to_string())
 }
 
 /// Reads `latents` `[B,C,h,w]` and `noise` `[K−1,B,C,h,w]` (f32) from a safetensors file.

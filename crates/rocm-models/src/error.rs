@@ -81,6 +81,22 @@ pub enum Error {
         /// A `huggingface-cli download` command that fetches exactly these files into the cache.
         command: String,
     },
+    /// A "name or path" ([`crate::hub::model_dir`]) that is neither an existing folder nor a hub
+    /// repository id (`org/name`, [`crate::hub::is_repo_id`]).
+    #[error(
+        "`{name}` is neither an existing folder (no such directory) nor a Hugging Face hub \
+         repository id (`org/name`)"
+    )]
+    NotFolderOrRepoId {
+        /// The string as given.
+        name: String,
+    },
+    /// A string given as a hub repository id ([`crate::hub::resolve`]) that is not `org/name`.
+    #[error("`{repo_id}` is not a Hugging Face hub repository id (`org/name`)")]
+    InvalidRepoId {
+        /// The string as given.
+        repo_id: String,
+    },
     /// Downloading a file from the hub failed (only with the `download` feature).
     #[error("downloading {file} from {repo_id}: {message}")]
     HubDownload {

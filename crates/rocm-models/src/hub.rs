@@ -6,6 +6,10 @@
 //! `huggingface-cli download` command that puts them there. With the `download` Cargo feature and
 //! `HF_HUB_OFFLINE` unset, [`resolve`] downloads them instead (hf-hub's sync API).
 //!
+//! A "name or path" (every `from_pretrained` of the workspace) means what it means in diffusers:
+//! an existing folder is loaded as is, else an `org/name` string ([`is_repo_id`]) is looked up in
+//! the cache, else it is an error naming the string ([`model_dir`]).
+//!
 //! ```no_run
 //! # fn main() -> Result<(), rocm_models::Error> {
 //! let files = ["text_encoder/config.json", "text_encoder/model.safetensors"];
@@ -141,20 +145,59 @@ pub fn is_offline() -> bool {
     offline_from(std::env::var("HF_HUB_OFFLINE").ok().as_deref())
 }
 
-/// A local model folder for `name_or_path`: an existing directory is used as is (no check of its
-/// files); anything else is a hub repository id resolved at [`DEFAULT_REVISION`] with [`resolve`].
+/// Whether `name` reads as a Hugging Face hub repository id, `org/name`: exactly one `/` with text
+/// on both sides, not starting with `.`, `/` or `~`, and no `\`. Paths such as `./model`,
+/// `/data/model`, `~/model`, `C:\model` or `runs/a/b` are not ids.
+///
+/// This is the one rule of the workspace for a "name or path" ([`model_dir`]), as in diffusers'
+/// `from_pretrained`: an existing folder wins over this test.
+///
+/// ```
+/// use rocm_models::hub::is_repo_id;
+///
+/// assert!(is_repo_id("SimianLuo/LCM_Dreamshaper_v7"));
+/// assert!(!is_repo_id("./LCM_Dreamshaper_v7") && !is_repo_id("runs/a/b") && !is_repo_id("model"));
+/// ```
+pub fn is_repo_id(name: &str) -> bool {
+    match name.split_once('/') {
+        Some((org, repo)) => {
+            !org.is_empty()
+                && !repo.is_empty()
+                && !repo.contains('/')
+                && !name.starts_with(['.', '/', '~'])
+                && !name.contains('\\')
+        }
+        None => false,
+    }
+}
+
+/// A local model folder for `name_or_path`, with diffusers' `from_pretrained` rule: an existing
+/// directory is used as is (no check of its files); otherwise a hub repository id
+/// ([`is_repo_id`]) is resolved at [`DEFAULT_REVISION`] with [`resolve`], which checks that
+/// `files` are there; anything else is an [`Error::NotFolderOrRepoId`] naming the string.
 pub fn model_dir(name_or_path: &str, files: &[&str]) -> Result<PathBuf, Error> {
     let path = Path::new(name_or_path);
     if path.is_dir() {
         return Ok(path.to_path_buf());
+    }
+    if !is_repo_id(name_or_path) {
+        return Err(Error::NotFolderOrRepoId {
+            name: name_or_path.into(),
+        });
     }
     resolve(name_or_path, files)
 }
 
 /// Resolves `files` of `repo_id` (revision `main`) in the cache named by the environment. Without the
 /// `download` feature, or with `HF_HUB_OFFLINE=1`, missing files are an [`Error::HubFilesMissing`];
-/// with it they are downloaded into that cache first.
+/// with it they are downloaded into that cache first. A `repo_id` that is not `org/name`
+/// ([`is_repo_id`]) is an [`Error::InvalidRepoId`].
 pub fn resolve(repo_id: &str, files: &[&str]) -> Result<PathBuf, Error> {
+    if !is_repo_id(repo_id) {
+        return Err(Error::InvalidRepoId {
+            repo_id: repo_id.into(),
+        });
+    }
     let cache = HubCache::from_env().ok_or_else(|| Error::HubFilesMissing {
         repo_id: repo_id.into(),
         revision: DEFAULT_REVISION.into(),
@@ -221,6 +264,67 @@ mod tests {
             Some(HubCache::new("/u/.cache/huggingface/hub"))
         );
         assert_eq!(HubCache::from_vars(vars(&[])), None);
+    }
+
+    #[test]
+    fn repo_ids_and_paths() {
+        for id in [
+            "SimianLuo/LCM_Dreamshaper_v7",
+            "openai/clip-vit-large-patch14",
+            "a/b",
+        ] {
+            assert!(is_repo_id(id), "{id}");
+        }
+        for path in [
+            "",
+            "model",
+            "./model",
+            "../org/name",
+            ".org/name",
+            "/org/name",
+            "/model",
+            "~/model",
+            "~org/name",
+            "org\\name",
+            "org/name\\x",
+            "C:\\models\\lcm",
+            "runs/a/b",
+            "org/",
+            "/name",
+            "org//name",
+        ] {
+            assert!(!is_repo_id(path), "{path:?}");
+        }
+    }
+
+    #[test]
+    fn a_folder_wins_over_a_repo_id_and_other_strings_are_errors() {
+        // Tests run in the package root, where `tests/fixtures` is a folder that reads as `org/name`.
+        assert!(is_repo_id("tests/fixtures"));
+        let dir = model_dir("tests/fixtures", &["not/checked.json"]).expect("a folder");
+        assert_eq!(dir, Path::new("tests/fixtures"));
+        for bad in [
+            "./no/such/folder",
+            "no-such-folder",
+            "/no/such/folder",
+            "runs/a/b",
+        ] {
+            let err = model_dir(bad, &["config.json"]).expect_err(bad);
+            assert!(
+                matches!(&err, Error::NotFolderOrRepoId { name } if name == bad),
+                "{err}"
+            );
+            let message = err.to_string();
+            assert!(
+                message.contains(bad) && message.contains("org/name"),
+                "{message}"
+            );
+        }
+        let err = resolve("./no/such/folder", &["config.json"]).expect_err("not an id");
+        assert!(
+            matches!(&err, Error::InvalidRepoId { repo_id } if repo_id == "./no/such/folder"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! use rocm_models::pipeline::{LcmPipeline, NoiseSource};
 //!
 //! let device = Device::flex();
-//! let pipeline = LcmPipeline::from_hub("SimianLuo/LCM_Dreamshaper_v7", &device)?;
+//! let pipeline = LcmPipeline::from_pretrained("SimianLuo/LCM_Dreamshaper_v7", &device)?;
 //! let images = pipeline.generate(&["a photo of a cat"], 4, 8.0, NoiseSource::Seed(0))?;
 //! assert_eq!(images.dims(), [1, 3, 768, 768]); // in [0, 1]
 //! # Ok(()) }
@@ -158,11 +158,33 @@ impl LcmPipeline {
         })
     }
 
-    /// A local folder, or a hub repository id (e.g. `SimianLuo/LCM_Dreamshaper_v7`) resolved in the
-    /// Hugging Face cache (`HF_HUB_CACHE`, `HF_HOME`; offline). When files are missing the error
-    /// lists them with the `huggingface-cli download` command that fetches them.
-    pub fn from_hub(name_or_path: &str, device: &Device) -> Result<Self, PipelineError> {
+    /// Loads a pipeline by name or path, with diffusers' `from_pretrained` meaning
+    /// ([`hub::model_dir`]): an existing local directory is a pipeline folder
+    /// ([`LcmPipeline::from_folder`]); otherwise an `org/name` string ([`hub::is_repo_id`]) is
+    /// a hub repository resolved in the Hugging Face cache ([`LcmPipeline::from_hub`]); anything
+    /// else is an [`Error::NotFolderOrRepoId`] naming the string.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), rocm_models::pipeline::PipelineError> {
+    /// # let device = burn::prelude::Device::flex();
+    /// use rocm_models::LcmPipeline;
+    ///
+    /// let local = LcmPipeline::from_pretrained("/data/LCM_Dreamshaper_v7", &device)?; // a folder
+    /// let cached = LcmPipeline::from_pretrained("SimianLuo/LCM_Dreamshaper_v7", &device)?; // the cache
+    /// # Ok(()) }
+    /// ```
+    pub fn from_pretrained(name_or_path: &str, device: &Device) -> Result<Self, PipelineError> {
         let dir = hub::model_dir(name_or_path, &LCM_FOLDER_FILES)?;
+        Self::from_folder(dir, device)
+    }
+
+    /// Loads the hub repository `repo_id` (e.g. `SimianLuo/LCM_Dreamshaper_v7`) from the Hugging
+    /// Face cache (`HF_HUB_CACHE`, `HF_HOME`; offline unless the `download` feature is on), never
+    /// a local folder: [`LcmPipeline::from_pretrained`] takes either. When files are missing the
+    /// error lists them with the `huggingface-cli download` command that fetches them; a string
+    /// that is not `org/name` is an [`Error::InvalidRepoId`].
+    pub fn from_hub(repo_id: &str, device: &Device) -> Result<Self, PipelineError> {
+        let dir = hub::resolve(repo_id, &LCM_FOLDER_FILES)?;
         Self::from_folder(dir, device)
     }
 

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 use burn::store::bridge::to_data;
 use burn::store::{ModuleStore, SafetensorsStore};
+use rocm_models::Error;
 use rocm_models::pipeline::{LcmPipeline, NoiseSource, PipelineError};
 use rocm_sampler::SamplerNoise;
 
@@ -114,6 +115,62 @@ fn bad_inputs_are_errors() {
         .generate(&PROMPTS, 3, 8.0, NoiseSource::Injected(noise))
         .unwrap_err();
     assert!(matches!(err, PipelineError::Sampler(_)), "{err}");
+}
+
+#[test]
+fn from_pretrained_takes_a_folder_before_a_repo_id_and_names_other_strings() {
+    let device = Device::flex();
+    let dir = fixture("pipeline-a");
+    let pipeline = LcmPipeline::from_pretrained(dir.to_str().expect("utf-8"), &device).unwrap();
+    assert_eq!(
+        pipeline.latent_shape(2),
+        LcmPipeline::from_folder(&dir, &device)
+            .unwrap()
+            .latent_shape(2)
+    );
+
+    // Tests run in the package root: `tests/fixtures` reads as `org/name` but is a folder, so it
+    // loads as one (and is not a pipeline folder), without a look at the hub cache.
+    let err = LcmPipeline::from_pretrained("tests/fixtures", &device).unwrap_err();
+    assert!(
+        matches!(&err, PipelineError::Folder { path, .. } if path == Path::new("tests/fixtures")),
+        "{err}"
+    );
+
+    for bad in [
+        "./no/such/pipeline",
+        "no-such-pipeline",
+        "runs/a/b",
+        "~/lcm",
+    ] {
+        let err = LcmPipeline::from_pretrained(bad, &device).unwrap_err();
+        assert!(
+            matches!(&err, PipelineError::Model(Error::NotFolderOrRepoId { name }) if name == bad),
+            "{err}"
+        );
+        let message = err.to_string();
+        assert!(
+            message.contains(bad) && message.contains("neither an existing folder"),
+            "{message}"
+        );
+    }
+
+    // A repo id that is not a folder goes to the hub cache (which does not have it).
+    #[cfg(not(feature = "download"))]
+    {
+        let err =
+            LcmPipeline::from_pretrained("rocm-rs-tests/no-such-pipeline", &device).unwrap_err();
+        assert!(
+            matches!(&err, PipelineError::Model(Error::HubFilesMissing { repo_id, .. })
+                if repo_id == "rocm-rs-tests/no-such-pipeline"),
+            "{err}"
+        );
+    }
+    let err = LcmPipeline::from_hub(dir.to_str().expect("utf-8"), &device).unwrap_err();
+    assert!(
+        matches!(&err, PipelineError::Model(Error::InvalidRepoId { .. })),
+        "from_hub never loads a folder: {err}"
+    );
 }
 
 /// The real model: `ROCM_LCM_DIR=/path/to/LCM_Dreamshaper_v7 cargo test --release -p rocm-models

@@ -54,8 +54,9 @@ impl ClipBackbone {
 
     /// Loads a transformers `CLIPModel` folder (`config.json`, `model.safetensors`, and a tokenizer:
     /// `tokenizer.json` or `vocab.json` + `merges.txt`, in the folder or its `tokenizer/`, else the
-    /// embedded OpenAI CLIP vocabulary), or a hub repository id from the local Hugging Face cache
-    /// ([`rocm_models::hub::model_dir`]).
+    /// embedded OpenAI CLIP vocabulary), or a hub repository id from the local Hugging Face cache;
+    /// any other string is an error naming it ([`rocm_models::hub::model_dir`], the rule every
+    /// `from_pretrained` of the workspace shares).
     pub fn from_pretrained(name_or_path: &str, device: &Device) -> Result<Self, Error> {
         let dir = rocm_models::hub::model_dir(name_or_path, &CLIP_MODEL_FILES)?;
         let model = CLIPModel::from_pretrained(&dir, device)?.no_grad();

@@ -280,7 +280,9 @@ impl HpsV2 {
     }
 
     /// The checkpoint folder in the hub cache is not standard (HPS ships from `xswu/HPSv2`);
-    /// resolve `name_or_path` like the models crate and load it with [`HpsV2::from_dir`].
+    /// resolve `name_or_path` by the workspace's one rule ([`rocm_models::hub::model_dir`]: an
+    /// existing folder, else an `org/name` id in the Hugging Face cache, else an error naming
+    /// the string) and load it with [`HpsV2::from_dir`].
     pub fn from_pretrained(name_or_path: &str, device: &Device) -> Result<Self, Error> {
         let dir: PathBuf = rocm_models::hub::model_dir(name_or_path, &[HPS_WEIGHT_FILES[0]])?;
         Self::from_dir(dir, device)

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use rocm_models::clip::CLIPModel;
-use rocm_rewards::{Aesthetic, ClipScore, ClipScoreMode, PickScore, RewardModel};
+use rocm_rewards::{
+    Aesthetic, ClipBackbone, ClipScore, ClipScoreMode, HpsV2, PickScore, RewardModel,
+};
 use rocm_testing::{max_abs_diff, read_safetensors, read_safetensors_f32};
 
 fn dir() -> PathBuf {
@@ -169,13 +171,13 @@ fn hpsv2_matches_open_clip_from_safetensors_and_pt() {
     let all = read_safetensors_f32(&hps_dir.join("expected.safetensors"));
     let images = Tensor::<4>::from_data(all["images"].clone(), &device);
     let want = all["hps"].clone();
-    let hps = rocm_rewards::HpsV2::from_dir(&hps_dir, &device).expect("load HPS (safetensors)");
+    let hps = HpsV2::from_dir(&hps_dir, &device).expect("load HPS (safetensors)");
     let d = max_abs_diff(hps.reward(images.clone(), &prompts()), &want);
     assert!(d < 1e-4, "safetensors: {d}");
     let config =
         rocm_models::clip::CLIPConfig::from_file(hps_dir.join("config.json")).expect("config");
     let tokenizer = rocm_models::tokenizer::CLIPTokenizer::from_dir(&hps_dir).expect("tokenizer");
-    let pt = rocm_rewards::HpsV2::from_file(
+    let pt = HpsV2::from_file(
         &hps_dir.join("open_clip_model.pt"),
         &config,
         tokenizer,
@@ -195,12 +197,41 @@ fn hpsv2_folder_without_tokenizer_uses_the_embedded_openai_vocabulary() {
     for file in ["config.json", "open_clip_model.safetensors"] {
         std::fs::copy(src.join(file), dir.join(file)).expect("copy");
     }
-    let loaded = rocm_rewards::HpsV2::from_dir(&dir, &device);
-    let with_own = rocm_rewards::HpsV2::from_dir(&src, &device).expect("load");
+    let loaded = HpsV2::from_dir(&dir, &device);
+    let with_own = HpsV2::from_dir(&src, &device).expect("load");
     std::fs::remove_dir_all(&dir).expect("clean up");
     let hps = loaded.expect("load without tokenizer files");
     assert_eq!(hps.backbone.tokenizer.vocab_size(), 49408);
     assert_eq!(with_own.backbone.tokenizer.vocab_size(), 914);
+}
+
+#[test]
+fn name_or_path_is_a_folder_else_a_repo_id_else_an_error_naming_it() {
+    let device = Device::flex();
+    let bad = "./no/such/clip-folder";
+    let messages = [
+        ClipBackbone::from_pretrained(bad, &device).map(|_| ()),
+        ClipScore::from_pretrained(bad, &device).map(|_| ()),
+        PickScore::from_pretrained(bad, &device).map(|_| ()),
+        Aesthetic::laion(bad, &device).map(|_| ()),
+        Aesthetic::from_pretrained(bad, dir().join("no-head.pth"), &device).map(|_| ()),
+        HpsV2::from_pretrained(bad, &device).map(|_| ()),
+    ]
+    .map(|result| result.expect_err("not a folder, not an id").to_string());
+    for message in messages {
+        assert!(
+            message.contains(bad) && message.contains("neither an existing folder"),
+            "{message}"
+        );
+    }
+    // Tests run in the package root, where `tests/fixtures` is a folder that also reads as an
+    // `org/name` id: the folder wins (it holds no CLIP model, so the error is about its files).
+    let err = PickScore::from_pretrained("tests/fixtures", &device).expect_err("not a CLIP folder");
+    let message = err.to_string();
+    assert!(
+        message.contains("tests/fixtures") && !message.contains("Hugging Face cache"),
+        "{message}"
+    );
 }
 
 #[test]
