@@ -1,0 +1,16 @@
+//! The shapes world (WORLD.md): a small, real image world that ships with ROCM.
+//!
+//! - [`world`]: the attributes (shape, colour, size, position, background), the seeded scene
+//!   sampler with its train / validation / test / compositional splits, and the caption grammar.
+//! - [`render`]: the anti-aliased analytic renderer and the perturbations that make worse images.
+//! - [`hidden`]: the hidden preference `h(image, prompt) = fidelity + taste`, pixel-level and
+//!   deterministic, used to label comparisons and to evaluate (never as a training reward).
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod hidden;
+pub mod render;
+pub mod world;
+
+pub use hidden::{Preference, h, preference};
+pub use render::{Image, Perturbation, render, render_perturbed};
+pub use world::{Scene, Split};
