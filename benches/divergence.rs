@@ -11,7 +11,7 @@ use std::time::Duration;
 use burn::prelude::*;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use rand::{RngExt, SeedableRng, rngs::ChaCha8Rng};
-use rocm::divergence::{DiagGaussian, NAMES, Reduction, by_name};
+use rocm::divergence::{DiagGaussian, DivergenceKind, Reduction};
 
 const SHAPE: [usize; 4] = [1, 4, 64, 64];
 
@@ -34,7 +34,7 @@ fn bench(c: &mut Criterion) {
         .sample_size(20)
         .measurement_time(Duration::from_secs(3))
         .warm_up_time(Duration::from_secs(1));
-    for div in NAMES.iter().filter_map(|name| by_name(name)) {
+    for div in DivergenceKind::ALL.map(DivergenceKind::build) {
         let mu_p = latent(1, &device);
         let mu_q = mu_p.clone() + latent(2, &device) * 0.1;
         group.bench_function(BenchmarkId::new("forward", div.name()), |b| {

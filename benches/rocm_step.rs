@@ -12,8 +12,8 @@ use std::time::Duration;
 use burn::prelude::*;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use rocm::lora::{InitLoraWeights, LoraConfig, TargetModules, apply_lora};
-use rocm::trainer::toy::ToyPointModelConfig;
-use rocm::trainer::{GuidanceKind, LatentReward, RocmTrainer, TrainConfig, Unconditional};
+use rocm::trainer::toy::{self, ToyPointModelConfig};
+use rocm::trainer::{GuidanceKind, LatentReward, RocmTrainer, TrainConfig};
 
 const HIDDEN: usize = 64;
 
@@ -59,7 +59,6 @@ fn rocm_step(c: &mut Criterion) {
                     num_steps: k,
                     guidance: GuidanceKind::None,
                     beta: 0.1,
-                    divergence: "kl".into(),
                     batch_size: batch,
                     gradient_checkpointing: checkpointing,
                     concurrent: false, // the toy is too small to gain from a second thread
@@ -68,18 +67,15 @@ fn rocm_step(c: &mut Criterion) {
                     checkpoint_every: 0,
                     ..TrainConfig::default()
                 };
-                let divergence = config.divergence().unwrap();
-                let mut trainer = RocmTrainer::new(
-                    model,
-                    X,
-                    divergence,
-                    Unconditional,
-                    vec![String::new()],
-                    [1, 2],
-                    config,
-                    device.clone(),
-                )
-                .unwrap();
+                let mut trainer = RocmTrainer::builder(config)
+                    .model(model)
+                    .reward(X)
+                    .unconditional()
+                    .scheduler(toy::scheduler())
+                    .latent_shape([1, 2])
+                    .device(device.clone())
+                    .build()
+                    .unwrap();
                 let id = BenchmarkId::new(format!("{mode}/batch{batch}"), k);
                 group.bench_function(id, |b| {
                     b.iter(|| trainer.train_iteration().unwrap().loss);

@@ -22,32 +22,46 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use clap::{Arg, Command};
+use rocm::divergence::{DivergenceConfig, DivergenceKind};
 use rocm::lora::{InitLoraWeights, LoraConfig, TargetModules, apply_lora};
-use rocm::sampler::{LcmScheduler, Sampler};
 use rocm::trainer::plot;
-use rocm::trainer::toy::{Mixture, ProxyX, ToyPointModel, ToyPointModelConfig, pretrain_denoiser};
-use rocm::trainer::{
-    GuidanceKind, LatentReward, MetricsWriter, RocmTrainer, TrainConfig, Unconditional,
-};
+use rocm::trainer::toy::{self, ProxyX, ToyPointModel, data};
+use rocm::trainer::{GuidanceKind, MetricsWriter, RocmTrainer, TrainConfig};
 
 /// Evaluation samples (fixed seeds).
 const EVAL: u64 = 512;
 
-/// The data: 8 Gaussians (σ = 0.25) on a circle of radius 2.
-fn data() -> Mixture {
-    Mixture::ring(8, 2.0, 0.25)
-}
-
 /// One ROCM run's settings.
 struct Run {
     beta: f64,
-    divergence: &'static str,
+    divergence: DivergenceKind,
 }
 
 impl Run {
     fn name(&self) -> String {
         format!("{}-beta{}", self.divergence, self.beta)
     }
+}
+
+/// The command line (clap, as the `rocm` binary).
+fn cli() -> Command {
+    let arg = |name: &'static str, default: &'static str, help: &'static str| {
+        Arg::new(name).long(name).default_value(default).help(help)
+    };
+    Command::new("quickstart")
+        .about("ROCM on the embedded 2-D toy: reward hacking against β, for every divergence")
+        .arg(arg("out", "target/quickstart", "Output folder"))
+        .arg(arg("device", "flex", "flex (CPU), wgpu, cuda[:N], auto"))
+        .arg(arg("iterations", "40", "Training iterations per run"))
+        .arg(arg("betas", "0,0.1,0.3,1,3", "Comma-separated β values"))
+        .arg(arg("lr", "1e-3", "AdamW learning rate"))
+        .arg(arg("batch", "128", "Points per iteration"))
+        .arg(arg(
+            "lambda",
+            "0.1",
+            "λ of the true objective x + λ log p(x)",
+        ))
 }
 
 /// A curve point: iteration, mean proxy, mean true objective.
@@ -61,19 +75,11 @@ struct Outcome {
 }
 
 /// Mean proxy and true objective of the model's samples on the fixed evaluation seeds.
-fn evaluate<R: LatentReward<2>>(
-    lambda: f64,
-    t: &RocmTrainer<
-        2,
-        ToyPointModel,
-        R,
-        Box<dyn rocm::divergence::FDivergence + Send + Sync>,
-        Unconditional,
-    >,
-) -> (f64, f64, Vec<[f32; 2]>) {
+fn evaluate(lambda: f64, t: &RocmTrainer<2, ToyPointModel>) -> (f64, f64, Vec<[f32; 2]>) {
     let seeds: Vec<u64> = (1_000_000..1_000_000 + EVAL).collect();
     let options = t.sampler_options().with_base(false);
-    let traj = Sampler::default()
+    let traj = t
+        .sampler()
         .sample_no_grad(t.model(), &(), t.batch_noise(&seeds), &options)
         .expect("valid sampler options");
     let v = traj
@@ -94,40 +100,46 @@ fn evaluate<R: LatentReward<2>>(
 
 #[allow(clippy::print_stdout)]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let arg = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1).cloned())
+    let matches = cli().get_matches();
+    let arg = |name: &str| matches.get_one::<String>(name).cloned().unwrap_or_default();
+    let parse = |name: &str| -> Result<f64, String> {
+        arg(name)
+            .parse()
+            .map_err(|e| format!("--{name} {}: {e}", arg(name)))
     };
-    let out = PathBuf::from(arg("--out").unwrap_or_else(|| "target/quickstart".into()));
-    let iterations: usize = arg("--iterations").map_or(Ok(40), |s| s.parse())?;
-    let lambda: f64 = arg("--lambda").map_or(Ok(0.1), |s| s.parse())?;
-    let batch: usize = arg("--batch").map_or(Ok(128), |s| s.parse())?;
-    let lr: f64 = arg("--lr").map_or(Ok(1e-3), |s| s.parse())?;
-    let (device, backend) = rocm::select_device(&arg("--device").unwrap_or_else(|| "flex".into()))?;
+    let out = PathBuf::from(arg("out"));
+    let iterations: usize = arg("iterations")
+        .parse()
+        .map_err(|e| format!("--iterations: {e}"))?;
+    let batch: usize = arg("batch").parse().map_err(|e| format!("--batch: {e}"))?;
+    let (lambda, lr) = (parse("lambda")?, parse("lr")?);
+    let (device, backend) = rocm::select_device(&arg("device"))?;
     let device = device.autodiff();
     std::fs::create_dir_all(&out)?;
     let start = Instant::now();
 
-    let untrained = ToyPointModelConfig::new().init_seeded(0, &device);
-    let scheduler = LcmScheduler::default();
-    let base = pretrain_denoiser(untrained, &data(), &scheduler, 600, 512, 1, &device);
+    let base = toy::pretrained(&device);
     println!(
         "base model: denoising score matching, 600 AdamW steps on {backend} ({:.1} s)",
         start.elapsed().as_secs_f64()
     );
 
-    let betas: Vec<f64> = arg("--betas")
-        .unwrap_or_else(|| "0,0.1,0.3,1,3".into())
+    let betas: Vec<f64> = arg("betas")
         .split(',')
-        .map(str::parse)
+        .map(|b| b.trim().parse().map_err(|e| format!("--betas {b}: {e}")))
         .collect::<Result<_, _>>()?;
     // β = 0 ignores the divergence (it is only logged): one run, under KL.
     let mut runs = Vec::new();
-    for divergence in ["kl", "reverse_kl", "js", "hellinger_sq", "fisher"] {
+    let divergences = [
+        DivergenceKind::Kl,
+        DivergenceKind::ReverseKl,
+        DivergenceKind::Js,
+        DivergenceKind::HellingerSq,
+        DivergenceKind::Fisher,
+    ];
+    for divergence in divergences {
         for &beta in &betas {
-            if beta > 0.0 || divergence == "kl" {
+            if beta > 0.0 || divergence == DivergenceKind::Kl {
                 runs.push(Run { beta, divergence });
             }
         }
@@ -141,7 +153,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             num_steps: 8,
             guidance: GuidanceKind::None,
             beta: run.beta,
-            divergence: run.divergence.into(),
+            divergence: DivergenceConfig::from(run.divergence),
             batch_size: batch,
             learning_rate: lr,
             gradient_checkpointing: false,
@@ -154,23 +166,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             output_dir: out.join("runs").join(run.name()),
             ..TrainConfig::default()
         };
-        let divergence = config.divergence()?;
         let mut model = base.clone();
         let lora = LoraConfig::new(4, 8.0, TargetModules::names(&model.all_layers()))
             .with_init_lora_weights(InitLoraWeights::Gaussian);
         apply_lora(&mut model, &lora)?;
         let dir = config.output_dir.clone();
         std::fs::remove_dir_all(&dir).ok();
-        let mut trainer = RocmTrainer::new(
-            model,
-            ProxyX,
-            divergence,
-            Unconditional,
-            vec![String::new()],
-            [1, 2],
-            config,
-            device.clone(),
-        )?;
+        let mut trainer = RocmTrainer::builder(config)
+            .model(model)
+            .reward(ProxyX)
+            .unconditional()
+            .scheduler(toy::scheduler())
+            .latent_shape([1, 2])
+            .device(device.clone())
+            .build()?;
         let mut writer = MetricsWriter::open(&dir)?;
         let (p0, t0, points0) = evaluate(lambda, &trainer);
         if base_scores.is_none() {
@@ -271,7 +280,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(out.join("curves.csv"), curves)?;
     let kl: Vec<(String, Vec<Point>)> = rows
         .iter()
-        .filter(|(r, _)| r.divergence == "kl")
+        .filter(|(r, _)| r.divergence == DivergenceKind::Kl)
         .map(|(r, o)| (r.name(), o.curve.clone()))
         .collect();
     let series = |value: fn(&Point) -> f64| -> Vec<Vec<(f64, f64)>> {

@@ -185,7 +185,7 @@ pub fn bench_train_config(checkpointing: bool, concurrent: bool) -> TrainConfig 
         num_steps: 8,
         guidance_scale: 7.5,
         beta: 0.1,
-        divergence: "kl".into(),
+        divergence: rocm_divergence::DivergenceConfig::Kl,
         reduction: ReductionKind::Sum,
         gradient_checkpointing: checkpointing,
         concurrent,

@@ -11,10 +11,17 @@
 //! | [`models`] | `rocm-models` | UNet, VAE, CLIP, tokenizer, weight loading |
 //! | [`rewards`] | `rocm-rewards` | [`rewards::RewardModel`]: aesthetic, CLIPScore, PickScore, HPSv2 |
 //! | [`trainer`] | `rocm-trainer` | the ROCM loop, checkpoints, metrics |
+//!
+//! This crate's own modules: [`run`] (a whole run from one TOML file: model, reward, prompts,
+//! trainer settings), [`reward`] (the built-in rewards by name), [`device`] (backend selection),
+//! [`bench`] (the benchmark workload).
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod bench;
 pub mod device;
 pub mod reward;
+pub mod run;
 
 pub use rocm_divergence as divergence;
 pub use rocm_lora as lora;

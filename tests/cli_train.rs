@@ -45,10 +45,10 @@ fn train_on_a_pipeline_folder_writes_metrics_plots_and_lora() {
     std::fs::write(
         &config,
         format!(
-            "pretrained_model = {}\nreward = \"pickscore\"\nnum_steps = 2\nbatch_size = 1\n\
+            "model = {}\n[reward]\nkind = \"pickscore\"\n[train]\nnum_steps = 2\nbatch_size = 1\n\
              iterations = 2\ncheckpoint_every = 1\neval_every = 0\n\
              eval_prompts = [\"a photo of a cat wearing a wizard hat\"]\neval_seeds = [0]\n\
-             output_dir = {}\n[lora]\nr = 4\nalpha = 8.0\n\
+             output_dir = {}\n[train.lora]\nr = 4\nalpha = 8.0\n\
              target_modules = [\"to_q\", \"to_k\", \"to_v\", \"to_out.0\"]\n",
             toml_path(&pipeline),
             toml_path(&out)
@@ -96,7 +96,7 @@ fn train_on_a_pipeline_folder_writes_metrics_plots_and_lora() {
 fn bad_config_exits_2_naming_the_field() {
     let dir = scratch("bad");
     let config = dir.join("config.toml");
-    std::fs::write(&config, "pretrained_model = \"toy\"\nlearning_rat = 1e-3\n").unwrap();
+    std::fs::write(&config, "model = \"toy\"\n[train]\nlearning_rat = 1e-3\n").unwrap();
     let output = rocm()
         .args(["train", "--config"])
         .arg(&config)
@@ -188,10 +188,10 @@ fn eval_config(dir: &Path, out: &Path) -> PathBuf {
     std::fs::write(
         &config,
         format!(
-            "pretrained_model = {}\nreward = \"pickscore\"\nnum_steps = 2\nbatch_size = 1\n\
+            "model = {}\n[reward]\nkind = \"pickscore\"\n[train]\nnum_steps = 2\nbatch_size = 1\n\
              iterations = 2\ncheckpoint_every = 2\neval_every = 1\nlearning_rate = 0.01\n\
              eval_prompts = [\"{CAT}\", \"a red car\"]\neval_seeds = [0, 1, 2]\n\
-             output_dir = {}\n[lora]\nr = 4\nalpha = 8.0\n\
+             output_dir = {}\n[train.lora]\nr = 4\nalpha = 8.0\n\
              target_modules = [\"to_q\", \"to_k\", \"to_v\", \"to_out.0\"]\n",
             toml_path(&pipeline_a()),
             toml_path(out)
@@ -353,7 +353,7 @@ fn bad_sample_and_eval_input_exits_2_naming_it() {
     std::fs::write(
         &config,
         format!(
-            "pretrained_model = {}\nreward = \"pickscore\"\noutput_dir = {}\n",
+            "model = {}\n[reward]\nkind = \"pickscore\"\n[train]\noutput_dir = {}\n",
             toml_path(&pipeline),
             toml_path(&dir.join("run"))
         ),
@@ -383,9 +383,9 @@ fn eval_on_the_toy_uses_one_empty_prompt() {
     std::fs::write(
         &config,
         format!(
-            "pretrained_model = \"toy\"\nnum_steps = 4\nguidance = \"none\"\nbatch_size = 16\n\
+            "model = \"toy\"\n[train]\nnum_steps = 4\nguidance = \"none\"\nbatch_size = 16\n\
              learning_rate = 1e-2\niterations = 2\ncheckpoint_every = 2\neval_every = 0\n\
-             eval_seeds = [0, 1, 2]\noutput_dir = {}\n[lora]\nr = 2\nalpha = 4.0\n\
+             eval_seeds = [0, 1, 2]\noutput_dir = {}\n[train.lora]\nr = 2\nalpha = 4.0\n\
              target_modules = [\"linear_in\", \"linear_out\"]\n",
             toml_path(&dir.join("run"))
         ),

@@ -18,6 +18,7 @@ mod gaussian;
 mod general;
 mod hermite;
 mod js;
+mod kind;
 mod math;
 pub mod reference;
 
@@ -27,6 +28,7 @@ pub use gaussian::DiagGaussian;
 pub use general::{GeneralF, Generator};
 pub use hermite::GaussHermite;
 pub use js::JensenShannon;
+pub use kind::{BoxedDivergence, DivergenceConfig, DivergenceKind, UnknownDivergence};
 
 use burn::prelude::*;
 
@@ -141,31 +143,4 @@ impl<F: FDivergence + ?Sized> FDivergence for Box<F> {
     fn divergence(&self, p: &DiagGaussian, q: &DiagGaussian, reduction: Reduction) -> Tensor<1> {
         (**self).divergence(p, q, reduction)
     }
-}
-
-/// The names [`by_name`] accepts, one per divergence.
-pub const NAMES: [&str; 7] = [
-    "kl",
-    "reverse_kl",
-    "js",
-    "hellinger_sq",
-    "fisher",
-    "chi2",
-    "tv",
-];
-
-/// A divergence by its configuration name (see [`NAMES`]), with default settings:
-/// `kl`, `reverse_kl`, `js` (quadrature), `hellinger_sq` (alias `hellinger`), `fisher`, and the
-/// generator-based `chi2` (Pearson χ²) and `tv` (total variation).
-pub fn by_name(name: &str) -> Option<Box<dyn FDivergence + Send + Sync>> {
-    Some(match name {
-        "kl" => Box::new(Kl),
-        "reverse_kl" => Box::new(ReverseKl),
-        "js" | "jensen_shannon" => Box::new(JensenShannon::default()),
-        "hellinger_sq" | "hellinger" => Box::new(SquaredHellinger),
-        "fisher" => Box::new(Fisher),
-        "chi2" | "pearson_chi2" => Box::new(GeneralF::pearson_chi2()),
-        "tv" | "total_variation" => Box::new(GeneralF::total_variation()),
-        _ => return None,
-    })
 }

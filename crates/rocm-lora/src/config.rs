@@ -78,8 +78,9 @@ impl TargetMatcher {
     }
 }
 
-/// PEFT's `init_lora_weights`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// PEFT's `init_lora_weights`. In configuration files: `"default"`, `"gaussian"`, `"random"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum InitLoraWeights {
     /// `True` (PEFT's default): `A` Kaiming-uniform with `a = √5` (torch's `nn.Linear`/`nn.Conv2d`
     /// default, bound `1/√fan_in`), `B = 0`.

@@ -81,6 +81,7 @@ mod conv;
 mod error;
 mod linear;
 mod load;
+mod paths;
 mod plumbing;
 mod save;
 mod st;
@@ -95,6 +96,7 @@ pub use conv::{Conv2d, Conv2dConfig, LoraConv2d};
 pub use error::Error;
 pub use linear::{Linear, LinearConfig, LoraLinear};
 pub use load::{LoadOptions, LoadReport, load_adapters, load_adapters_with};
+pub use paths::{ADAPTER_PARAM_REGEX, is_adapter_param_path};
 pub use save::{
     DIFFUSERS_WEIGHTS, METADATA_KEY, PEFT_CONFIG, PEFT_WEIGHTS, save_adapters, save_diffusers,
     save_peft,

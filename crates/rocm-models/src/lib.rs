@@ -26,6 +26,7 @@ pub use error::Error;
 pub mod clip;
 pub mod hub;
 pub mod pipeline;
+pub mod text_encoder;
 pub mod tokenizer;
 
 // UNet2DConditionModel and AutoencoderKL (diffusers module names).
@@ -43,5 +44,6 @@ pub mod upsampling;
 pub mod vae;
 pub use autoencoder_kl::{AutoencoderKL, AutoencoderKLConfig, to_unit_range};
 pub use pipeline::{LcmPipeline, NoiseSource, PipelineError};
+pub use text_encoder::TextEncoder;
 pub use unet_2d_condition::{DIFFUSERS_WEIGHT_FILES, UNet2DConditionModel};
 pub use unet_2d_condition_config::UNet2DConditionModelConfig;

@@ -200,13 +200,39 @@ impl LcmPipeline {
     }
 
     /// Tokenizes (padded/truncated to the tokenizer's length) and encodes prompts: CLIP's
-    /// `last_hidden_state`, as diffusers' `encode_prompt` without `clip_skip`.
+    /// `last_hidden_state`, detached, as diffusers' `encode_prompt` without `clip_skip`
+    /// ([`crate::text_encoder::encode_prompts`]).
     ///
     /// # Shapes
     /// - output: `[prompts.len(), max_length, hidden_size]`
     pub fn encode_prompts(&self, prompts: &[&str]) -> Result<Tensor<3>, PipelineError> {
-        let ids = self.tokenizer.encode_to_tensor(prompts, &self.device)?;
-        Ok(self.text_encoder.forward(ids).last_hidden_state)
+        let text = crate::text_encoder::encode_prompts(
+            &self.tokenizer,
+            &self.text_encoder,
+            prompts,
+            &self.device,
+        )?;
+        Ok(text)
+    }
+
+    /// The sampler of the pipeline's own noise schedule (`scheduler/scheduler_config.json`).
+    pub fn sampler(&self) -> Sampler {
+        Sampler::new(self.scheduler.clone())
+    }
+
+    /// Splits the pipeline into what a training run needs: the UNet (to fine-tune), the VAE
+    /// (to decode for the reward), the frozen [`TextEncoder`](crate::TextEncoder), the sampler
+    /// of its schedule and one sample's latent shape (`[1, C, h, w]`).
+    pub fn into_training_parts(self) -> TrainingParts {
+        let sampler = self.sampler();
+        let latent_shape = self.latent_shape(1);
+        TrainingParts {
+            text_encoder: crate::TextEncoder::new(self.tokenizer, self.text_encoder, &self.device),
+            unet: self.unet,
+            vae: self.vae,
+            sampler,
+            latent_shape,
+        }
     }
 
     /// [`LcmPipeline::generate_with_progress`] without a progress callback.
@@ -264,7 +290,7 @@ impl LcmPipeline {
         noise: SamplerNoise<4>,
         progress: impl FnMut(usize, usize) + Send,
     ) -> Result<Tensor<4>, PipelineError> {
-        let sampler = Sampler::new(self.scheduler.clone());
+        let sampler = self.sampler();
         let options = SamplerOptions::new(steps).with_guidance(Guidance::embedded(guidance));
         let total = sampler.timesteps(&options)?.len();
         noise.check(total)?;
@@ -278,6 +304,21 @@ impl LcmPipeline {
         let trajectory = sampler.sample(&model, &text, noise, &options)?;
         Ok(trajectory.final_latent)
     }
+}
+
+/// The parts of an [`LcmPipeline`] a training run uses ([`LcmPipeline::into_training_parts`]).
+#[derive(Debug)]
+pub struct TrainingParts {
+    /// The UNet, to carry the adapters.
+    pub unet: UNet2DConditionModel,
+    /// The VAE, whose decoder turns final latents into images for the reward.
+    pub vae: AutoencoderKL,
+    /// The frozen tokenizer + text encoder.
+    pub text_encoder: crate::TextEncoder,
+    /// The sampler of the pipeline's schedule.
+    pub sampler: Sampler,
+    /// One sample's latent shape, `[1, C, h, w]`.
+    pub latent_shape: [usize; 4],
 }
 
 /// The UNet with a callback after each model call (the sampler makes one call per step).

@@ -7,7 +7,8 @@ use burn::tensor::GradientCheckpointingStrategy;
 
 use crate::threads::run_pair;
 use crate::{
-    ConsistencyModel, Error, Sampler, SamplerNoise, SamplerOptions, Trajectory, TrajectoryStep,
+    Branch, ConsistencyModel, Error, Sampler, SamplerNoise, SamplerOptions, Trajectory,
+    TrajectoryStep,
 };
 
 /// A loss over a sampled trajectory, made of per-step terms and a final term, each per sample.
@@ -216,7 +217,7 @@ where
             leaf.clone(),
             recorded.timestep,
             conditioning,
-            false,
+            Branch::Policy,
         );
         let denoised = sampler
             .scheduler

@@ -2,7 +2,7 @@
 
 use burn::prelude::*;
 
-use crate::{ConsistencyModel, ModelInput, Prediction};
+use crate::{Branch, ConsistencyModel, ModelInput, Prediction};
 
 /// How a guidance scale `g` becomes the value `w` a distilled-guidance model is conditioned on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -59,7 +59,8 @@ impl<C> Guidance<C> {
         }
     }
 
-    /// Evaluates the model (or its frozen base when `base`) at `(latent, t)` under this guidance.
+    /// Evaluates one [`Branch`] of the model (the fine-tuned policy or its frozen base) at
+    /// `(latent, t)` under this guidance.
     ///
     /// # Shapes
     /// `latent` and the output: `[B, …]`.
@@ -69,7 +70,7 @@ impl<C> Guidance<C> {
         latent: Tensor<D>,
         t: usize,
         conditioning: &C,
-        base: bool,
+        branch: Branch,
     ) -> Prediction<D>
     where
         M: ConsistencyModel<D, Conditioning = C> + ?Sized,
@@ -87,12 +88,9 @@ impl<C> Guidance<C> {
             timestep: Tensor::<1>::full([batch], t as f32, &device),
             guidance,
         };
-        let call = |c: &C| {
-            if base {
-                model.predict_base(&input, c)
-            } else {
-                model.predict(&input, c)
-            }
+        let call = |c: &C| match branch {
+            Branch::Policy => model.predict(&input, c),
+            Branch::Base => model.predict_base(&input, c),
         };
         match self {
             Self::ClassifierFree {

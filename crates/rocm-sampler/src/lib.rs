@@ -195,3 +195,72 @@ pub trait ConsistencyModel<const D: usize>: Sync {
         conditioning: &Self::Conditioning,
     ) -> Prediction<D>;
 }
+
+impl<const D: usize, M: ConsistencyModel<D> + ?Sized> ConsistencyModel<D> for &M {
+    type Conditioning = M::Conditioning;
+
+    fn predict(&self, input: &ModelInput<D>, conditioning: &Self::Conditioning) -> Prediction<D> {
+        (**self).predict(input, conditioning)
+    }
+
+    fn predict_base(
+        &self,
+        input: &ModelInput<D>,
+        conditioning: &Self::Conditioning,
+    ) -> Prediction<D> {
+        (**self).predict_base(input, conditioning)
+    }
+}
+
+/// Which network of a [`ConsistencyModel`] a call evaluates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Branch {
+    /// The fine-tuned network, adapters on: [`ConsistencyModel::predict`] (default).
+    #[default]
+    Policy,
+    /// The frozen base, adapters off: [`ConsistencyModel::predict_base`].
+    Base,
+}
+
+/// The frozen base of a model as a model of its own: both [`ConsistencyModel::predict`] and
+/// [`ConsistencyModel::predict_base`] evaluate the wrapped model's base.
+///
+/// Pass `Base(&model)` wherever a model is sampled or scored to get the base policy's samples
+/// (e.g. the "before" column of an evaluation; on an autodiff device wrap the model's
+/// `valid()` copy, as `Sampler::sample_no_grad` does). Every call switches the adapters off itself, on
+/// the thread that runs it, so this stays right when the sampler runs calls concurrently
+/// (`SamplerOptions::concurrent`), unlike a thread-local switch set around the whole sampling.
+///
+/// ```
+/// use burn::prelude::*;
+/// use rocm_sampler::toy::ToyEpsMlpConfig;
+/// use rocm_sampler::{Base, Sampler, SamplerNoise, SamplerOptions};
+///
+/// let device = Device::flex();
+/// let model = ToyEpsMlpConfig::new(4).with_adapter(true).init(&device);
+/// let options = SamplerOptions::new(2).with_concurrent(true);
+/// let noise = SamplerNoise::from_seed([2, 4], 2, 0, &device);
+/// let sampler = Sampler::default();
+/// let base = sampler.sample(&Base(&model), &(), noise.clone(), &options)?;
+/// let tuned = sampler.sample(&model, &(), noise, &options)?;
+/// assert_ne!(base.final_latent.to_data(), tuned.final_latent.to_data());
+/// # Ok::<(), rocm_sampler::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct Base<'a, M: ?Sized>(pub &'a M);
+
+impl<const D: usize, M: ConsistencyModel<D> + ?Sized> ConsistencyModel<D> for Base<'_, M> {
+    type Conditioning = M::Conditioning;
+
+    fn predict(&self, input: &ModelInput<D>, conditioning: &Self::Conditioning) -> Prediction<D> {
+        self.0.predict_base(input, conditioning)
+    }
+
+    fn predict_base(
+        &self,
+        input: &ModelInput<D>,
+        conditioning: &Self::Conditioning,
+    ) -> Prediction<D> {
+        self.0.predict_base(input, conditioning)
+    }
+}

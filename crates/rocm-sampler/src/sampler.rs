@@ -4,7 +4,7 @@ use crate::threads::run_pair;
 use burn::prelude::*;
 
 use crate::{
-    ConsistencyModel, Error, Guidance, LcmScheduler, LcmSpacing, SamplerNoise, StepPolicy,
+    Branch, ConsistencyModel, Error, Guidance, LcmScheduler, LcmSpacing, SamplerNoise, StepPolicy,
     Trajectory, TrajectoryStep,
 };
 
@@ -31,10 +31,10 @@ pub struct SamplerOptions<C> {
     /// gradients then hold two calls' graphs at once. Calls of a few microseconds (the 2-D toy)
     /// lose more to the hand-off than they gain.
     ///
-    /// Thread-local state of the caller does not follow the work onto the pool's threads: in
-    /// particular, do not combine it with `rocm_lora::with_adapters_disabled` around the whole
-    /// run (the recomputation would see the adapters on); record the base with
-    /// [`SamplerOptions::with_base`] instead.
+    /// Thread-local state of the caller does not follow the work onto the pool's threads: to
+    /// sample the frozen base, pass [`crate::Base`]`(&model)` as the model (each call then
+    /// switches the adapters off where it runs), and record the reference with
+    /// [`SamplerOptions::with_base`].
     pub concurrent: bool,
 }
 
@@ -190,12 +190,18 @@ impl Sampler {
     {
         let guidance = &options.guidance;
         let policy = || {
-            let prediction = guidance.predict(model, latent.clone(), timestep, conditioning, false);
+            let prediction = guidance.predict(
+                model,
+                latent.clone(),
+                timestep,
+                conditioning,
+                Branch::Policy,
+            );
             self.scheduler.denoise(prediction, timestep, latent.clone())
         };
         let base = || {
             let x = latent.clone().detach();
-            let base = guidance.predict(model, x.clone(), timestep, conditioning, true);
+            let base = guidance.predict(model, x.clone(), timestep, conditioning, Branch::Base);
             self.scheduler.denoise(base, timestep, x).detach()
         };
         // The last step has no policy and so no divergence: its base is never needed.

@@ -164,6 +164,152 @@ fn concurrency_changes_nothing_but_the_threads() {
     }
 }
 
+/// A model whose frozen base goes through LoRA's thread-local adapters-off switch, as the UNet's
+/// does: `ε = out(tanh(inp(x) + t/1000))`, both layers `rocm_lora::Linear` with adapters.
+#[derive(Module, Debug)]
+struct LoraMlp {
+    inp: rocm_lora::Linear,
+    out: rocm_lora::Linear,
+}
+
+rocm_lora::impl_lora_container!(LoraMlp { inp, out });
+
+impl LoraMlp {
+    fn new(device: &Device) -> Self {
+        let mut m = Self {
+            inp: rocm_lora::LinearConfig::new(3, 8).init(device),
+            out: rocm_lora::LinearConfig::new(8, 3).init(device),
+        };
+        // Random init: B ≠ 0, so the adapters change the output from the first call.
+        let lora =
+            rocm_lora::LoraConfig::new(2, 4.0, rocm_lora::TargetModules::names(&["inp", "out"]))
+                .with_init_lora_weights(rocm_lora::InitLoraWeights::Random);
+        rocm_lora::apply_lora(&mut m, &lora).unwrap();
+        m
+    }
+
+    fn forward(&self, input: &rocm_sampler::ModelInput<2>) -> Tensor<2> {
+        let t = input
+            .timestep
+            .clone()
+            .div_scalar(1000.0)
+            .unsqueeze_dim::<2>(1);
+        self.out
+            .forward((self.inp.forward(input.latent.clone()) + t).tanh())
+    }
+}
+
+impl rocm_sampler::ConsistencyModel<2> for LoraMlp {
+    type Conditioning = ();
+
+    fn predict(&self, input: &rocm_sampler::ModelInput<2>, _: &()) -> rocm_sampler::Prediction<2> {
+        rocm_sampler::Prediction {
+            output: self.forward(input),
+            parameterization: rocm_sampler::Parameterization::Epsilon,
+        }
+    }
+
+    fn predict_base(
+        &self,
+        input: &rocm_sampler::ModelInput<2>,
+        _: &(),
+    ) -> rocm_sampler::Prediction<2> {
+        rocm_sampler::Prediction {
+            output: rocm_lora::with_adapters_disabled(|| self.forward(input)),
+            parameterization: rocm_sampler::Parameterization::Epsilon,
+        }
+    }
+}
+
+/// With the base behind the thread-local switch, running it on another thread (concurrent) must
+/// still give the base: the same reference, loss and gradients as serially, the reference is
+/// the adapters-off network's (sampling `Base(&m)` reproduces it), and it differs from the
+/// policy's (so the adapters are really off there, not merely equal on both paths).
+#[test]
+fn concurrency_keeps_a_thread_local_base_off() {
+    let device = Device::flex().autodiff();
+    let m = LoraMlp::new(&device);
+    let sampler = Sampler::default();
+    let options = |concurrent| {
+        SamplerOptions::new(4)
+            .with_base(true)
+            .with_concurrent(concurrent)
+    };
+    for mode in [GradientMode::Plain, GradientMode::Checkpointed] {
+        let run = |concurrent| {
+            let noise = SamplerNoise::from_seed([4, 3], 4, 5, &device);
+            gradients(
+                &sampler,
+                &m,
+                &(),
+                noise,
+                &options(concurrent),
+                &Objective,
+                mode,
+            )
+            .unwrap()
+        };
+        let (serial, concurrent) = (run(false), run(true));
+        assert_eq!(serial.loss.to_data(), concurrent.loss.to_data(), "{mode:?}");
+        for (a, b) in serial
+            .trajectory
+            .steps
+            .iter()
+            .zip(&concurrent.trajectory.steps)
+        {
+            let Some(base) = a.base_denoised.as_ref() else {
+                continue;
+            };
+            let other = b.base_denoised.as_ref().expect("both record the base");
+            assert_eq!(
+                base.to_data(),
+                other.to_data(),
+                "{mode:?}, step {}",
+                a.index
+            );
+            // The base on this state, evaluated directly with the adapters off.
+            let direct = rocm_lora::with_adapters_disabled(|| {
+                let out = Guidance::<()>::None.predict(
+                    &m,
+                    a.latent.clone(),
+                    a.timestep,
+                    &(),
+                    rocm_sampler::Branch::Policy,
+                );
+                sampler.scheduler.denoise(out, a.timestep, a.latent.clone())
+            });
+            let diff = (direct - other.clone()).abs().max().into_scalar::<f32>();
+            assert!(
+                diff < 1e-6,
+                "{mode:?}, step {}: base off by {diff}",
+                a.index
+            );
+            let policy_gap = (a.denoised.clone() - base.clone())
+                .abs()
+                .max()
+                .into_scalar::<f32>();
+            assert!(policy_gap > 1e-4, "{mode:?}: the adapters change nothing");
+        }
+        assert_eq!(serial.grads.len(), concurrent.grads.len());
+    }
+    // Sampling the explicit base value, concurrently: every step is the adapters-off network.
+    let noise = SamplerNoise::from_seed([4, 3], 4, 5, &device);
+    let base_run = sampler
+        .sample(&rocm_sampler::Base(&m), &(), noise.clone(), &options(true))
+        .unwrap();
+    let off = rocm_lora::with_adapters_disabled(|| {
+        sampler
+            .sample(&m, &(), noise.clone(), &options(false))
+            .unwrap()
+    });
+    let tuned = sampler.sample(&m, &(), noise, &options(true)).unwrap();
+    assert_eq!(base_run.final_latent.to_data(), off.final_latent.to_data());
+    assert_ne!(
+        base_run.final_latent.to_data(),
+        tuned.final_latent.to_data()
+    );
+}
+
 /// The loss as a plain function of the model, for finite differences.
 fn loss_of(m: &ToyEpsMlp, k: usize) -> f64 {
     let device = Device::flex();

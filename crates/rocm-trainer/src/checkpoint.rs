@@ -26,8 +26,6 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 use crate::error::io;
 
-/// Burn paths of LoRA factors (`….lora.lora_a`, `….lora.lora_b`).
-pub const ADAPTER_PARAMS: &str = r"(^|\.)lora\.lora_[ab]$";
 /// The adapter-parameter file of a checkpoint.
 pub const ADAPTERS_FILE: &str = "adapters.bpk";
 /// The optimizer-state file of a checkpoint.
@@ -46,14 +44,6 @@ pub struct CheckpointState {
     pub seed: u64,
     /// The RNG's position in its stream, in 32-bit words (a decimal string: it is a u128).
     pub rng_word_pos: String,
-}
-
-/// Whether a Burn parameter path is a LoRA factor (see [`ADAPTER_PARAMS`]).
-pub fn is_adapter_path(path: &str) -> bool {
-    let rest = path
-        .strip_suffix("lora_a")
-        .or_else(|| path.strip_suffix("lora_b"));
-    rest.is_some_and(|r| r == "lora." || r.ends_with(".lora."))
 }
 
 /// The checkpoint directory of `step` under `root`.
@@ -91,7 +81,7 @@ pub fn save_checkpoint<M: Module + LoraContainer>(
     rocm_lora::save_adapters(model, &tmp)?;
     let adapters = tmp.join(ADAPTERS_FILE);
     let mut store = BurnpackStore::from_file(&adapters)
-        .with_regex(ADAPTER_PARAMS)
+        .with_regex(rocm_lora::ADAPTER_PARAM_REGEX)
         .overwrite(true);
     model
         .save_into(&mut store)
@@ -155,7 +145,7 @@ pub fn load_checkpoint<M: Module + LoraContainer>(
         });
     }
     let mut store = BurnpackStore::from_file(&adapters)
-        .with_regex(ADAPTER_PARAMS)
+        .with_regex(rocm_lora::ADAPTER_PARAM_REGEX)
         .allow_partial(true);
     let result = model
         .load_from(&mut store)
@@ -164,7 +154,7 @@ pub fn load_checkpoint<M: Module + LoraContainer>(
         .missing
         .iter()
         .map(|m| m.0.clone())
-        .filter(|p| is_adapter_path(p))
+        .filter(|p| rocm_lora::is_adapter_param_path(p))
         .collect();
     if !result.errors.is_empty() || !result.unused.is_empty() || !missing.is_empty() {
         return Err(Error::Resume {

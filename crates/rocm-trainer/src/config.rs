@@ -1,12 +1,15 @@
-//! [`TrainConfig`]: every setting of a ROCM run, read from TOML.
+//! [`TrainConfig`]: every setting of the training loop, typed, read from TOML.
 //!
-//! Unknown fields are rejected with their name (serde's `deny_unknown_fields`), so a typo never
+//! Only what the trainer itself reads lives here; which model, reward and prompts a run uses is
+//! the run configuration's (the `rocm` crate's `RunConfig`), and reaches the trainer as typed
+//! parts through [`crate::TrainerBuilder`]. Unknown fields and values are rejected with their
+//! name and the list of valid ones (serde's `deny_unknown_fields` and enums), so a typo never
 //! silently falls back to a default. Every default is the paper's setting (docs/method.md §5) where
 //! the paper gives one, and says "ours" where it does not.
 
 use std::path::{Path, PathBuf};
 
-use rocm_divergence::{FDivergence, Reduction};
+use rocm_divergence::{DivergenceConfig, Reduction};
 use rocm_lora::{InitLoraWeights, LoraConfig, TargetModules};
 use serde::{Deserialize, Serialize};
 
@@ -55,8 +58,9 @@ pub struct LoraSection {
     pub alpha: f64,
     /// Module names (or path suffixes) that get adapters (default `to_q, to_k, to_v, to_out.0`).
     pub target_modules: Vec<String>,
-    /// `"gaussian"` (`A ~ N(0, 1/r)`, `B = 0`; default) or `"default"` (PEFT's Kaiming A).
-    pub init: String,
+    /// `"gaussian"` (`A ~ N(0, 1/r)`, `B = 0`; default), `"default"` (PEFT's Kaiming A) or
+    /// `"random"` (`B ≠ 0`: the adapter is not a no-op at start; for tests).
+    pub init: InitLoraWeights,
     /// Dropout on the adapter input (default 0); above 0 it needs `gradient_checkpointing = false`.
     pub dropout: f64,
     /// Seed of the factors' host RNG (default 0).
@@ -71,7 +75,7 @@ impl Default for LoraSection {
             target_modules: ["to_q", "to_k", "to_v", "to_out.0"]
                 .map(String::from)
                 .to_vec(),
-            init: "gaussian".into(),
+            init: InitLoraWeights::Gaussian,
             dropout: 0.0,
             seed: 0,
         }
@@ -81,42 +85,32 @@ impl Default for LoraSection {
 impl LoraSection {
     /// The [`LoraConfig`] to pass to [`rocm_lora::apply_lora`].
     pub fn to_lora_config(&self) -> LoraConfig {
-        let init = if self.init == "gaussian" {
-            InitLoraWeights::Gaussian
-        } else {
-            InitLoraWeights::Default
-        };
         LoraConfig::new(
             self.r,
             self.alpha,
             TargetModules::names(&self.target_modules),
         )
-        .with_init_lora_weights(init)
+        .with_init_lora_weights(self.init)
         .with_lora_dropout(self.dropout)
         .with_seed(self.seed)
     }
 }
 
-/// Every setting of a ROCM run (docs/method.md §3, §5; the paper's Algorithm 2).
+/// Every setting of the ROCM training loop (docs/method.md §3, §5; the paper's Algorithm 2).
 ///
 /// ```toml
 /// iterations = 1000
 /// beta = 0.1
-/// divergence = "kl"
+/// divergence = "kl"                      # or { kind = "js", nodes = 32 }
 /// [lora]
 /// r = 16
+/// init = "gaussian"
 /// ```
+///
+/// In a run configuration file these are the `[train]` table.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
-    /// Base model (a Hugging Face id or local diffusers folder), read by the CLI
-    /// (default `SimianLuo/LCM_Dreamshaper_v7`).
-    pub pretrained_model: String,
-    /// Reward model name (`pickscore`, `hpsv2`, `clipscore`, `aesthetic`), read by the CLI
-    /// (default `pickscore`).
-    pub reward: String,
-    /// Training prompts, one per line (default none: the caller supplies prompts).
-    pub prompts_file: Option<PathBuf>,
     /// `K`, sampler steps per rollout (default 8).
     pub num_steps: usize,
     /// Guidance scale `g` (default 7.5).
@@ -128,9 +122,17 @@ pub struct TrainConfig {
     /// Regularisation strength β; 0 is the paper's "No-Regularization" (default 0.1, ours:
     /// the paper balances β so that β·D is about a tenth of the reward).
     pub beta: f64,
-    /// The divergence, by `rocm_divergence::by_name` (`kl`, `reverse_kl`, `js`, `hellinger_sq`,
-    /// `fisher`, `chi2`, `tv`; default `kl`).
-    pub divergence: String,
+    /// The divergence that regularises every non-final step: `kl` (default), `reverse_kl`,
+    /// `js`, `hellinger_sq`, `fisher`, `chi2`, `tv`, with settings where it has them
+    /// (`{ kind = "js", nodes = 32 }`). The trainer builds this one, unless it is given a
+    /// custom divergence ([`crate::TrainerBuilder::custom_divergence`]), whose name is then
+    /// recorded in [`TrainConfig::custom_divergence`].
+    pub divergence: DivergenceConfig,
+    /// The name of the custom divergence the run trained with instead of
+    /// [`TrainConfig::divergence`] (set by the builder; default none). A configuration that
+    /// names one can only be built with that divergence supplied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custom_divergence: Option<String>,
     /// Reduction of the per-element divergence over the latent (default `mean`).
     pub reduction: ReductionKind,
     /// Recompute each sampler step in the backward pass to bound memory by one model call's
@@ -187,15 +189,13 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
-            pretrained_model: "SimianLuo/LCM_Dreamshaper_v7".into(),
-            reward: "pickscore".into(),
-            prompts_file: None,
             num_steps: 8,
             guidance_scale: 7.5,
             guidance: GuidanceKind::Embedded,
             lora: LoraSection::default(),
             beta: 0.1,
-            divergence: "kl".into(),
+            divergence: DivergenceConfig::Kl,
+            custom_divergence: None,
             reduction: ReductionKind::Mean,
             gradient_checkpointing: true,
             concurrent: true,
@@ -244,18 +244,6 @@ impl TrainConfig {
         toml::to_string(self).unwrap_or_else(|e| format!("# cannot serialise: {e}"))
     }
 
-    /// The divergence named by [`TrainConfig::divergence`].
-    pub fn divergence(&self) -> Result<Box<dyn FDivergence + Send + Sync>, Error> {
-        rocm_divergence::by_name(&self.divergence).ok_or_else(|| Error::InvalidField {
-            field: "divergence",
-            message: format!(
-                "unknown divergence `{}`, expected one of {:?}",
-                self.divergence,
-                rocm_divergence::NAMES
-            ),
-        })
-    }
-
     /// Checks ranges and names.
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |field, message: String| Err(Error::InvalidField { field, message });
@@ -283,10 +271,28 @@ impl TrainConfig {
                 format!("must be ≥ 0, got {}", self.max_grad_norm),
             );
         }
-        if !matches!(self.lora.init.as_str(), "gaussian" | "default") {
+        if let Err(message) = self.divergence.validate() {
+            return bad("divergence", message);
+        }
+        if self.lora.r == 0 {
+            return bad("lora.r", "must be at least 1".into());
+        }
+        if !(self.lora.alpha.is_finite() && self.lora.alpha > 0.0) {
             return bad(
-                "lora.init",
-                format!("expected `gaussian` or `default`, got `{}`", self.lora.init),
+                "lora.alpha",
+                format!("must be finite and > 0, got {}", self.lora.alpha),
+            );
+        }
+        if !self.guidance_scale.is_finite() {
+            return bad(
+                "guidance_scale",
+                format!("must be finite, got {}", self.guidance_scale),
+            );
+        }
+        if !(self.min_lr_ratio.is_finite() && (0.0..=1.0).contains(&self.min_lr_ratio)) {
+            return bad(
+                "min_lr_ratio",
+                format!("must be in [0, 1], got {}", self.min_lr_ratio),
             );
         }
         if !(0.0..1.0).contains(&self.lora.dropout) {
@@ -307,7 +313,7 @@ impl TrainConfig {
                 ),
             );
         }
-        self.divergence().map(|_| ())
+        Ok(())
     }
 }
 
@@ -331,7 +337,7 @@ mod tests {
     fn round_trips_through_toml() {
         let c = TrainConfig {
             beta: 0.5,
-            divergence: "js".into(),
+            divergence: DivergenceConfig::Js { nodes: 32 },
             lr_schedule: LrSchedule::Cosine,
             ..TrainConfig::default()
         };
@@ -353,7 +359,12 @@ mod tests {
     #[test]
     fn bad_values_name_the_field() {
         let err = TrainConfig::from_toml_str("divergence = \"kll\"\n", "x").unwrap_err();
-        assert!(err.to_string().contains("`divergence`"), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("divergence") && msg.contains("`kll`"), "{msg}");
+        assert!(msg.contains("kl, reverse_kl, js, hellinger_sq"), "{msg}");
+        let err = TrainConfig::from_toml_str("[lora]\ninit = \"gauss\"\n", "x").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("gauss") && msg.contains("gaussian"), "{msg}");
         let err = TrainConfig::from_toml_str("batch_size = 0\n", "x").unwrap_err();
         assert!(err.to_string().contains("batch_size"), "{err}");
         let err = TrainConfig::from_toml_str("[lora]\ndropout = 1.5\n", "x").unwrap_err();
@@ -369,5 +380,78 @@ mod tests {
             TrainConfig::from_toml_str(ok, "x").unwrap().lora.dropout,
             0.1
         );
+    }
+
+    #[test]
+    fn divergences_parse_with_their_settings() {
+        let c = TrainConfig::from_toml_str("divergence = \"hellinger_sq\"\n", "x").unwrap();
+        assert_eq!(c.divergence, DivergenceConfig::HellingerSq);
+        let c = TrainConfig::from_toml_str("divergence = { kind = \"js\", nodes = 16 }\n", "x")
+            .unwrap();
+        assert_eq!(c.divergence, DivergenceConfig::Js { nodes: 16 });
+        let c = TrainConfig::from_toml_str("divergence = { kind = \"tv\" }\n", "x").unwrap();
+        assert_eq!(
+            c.divergence.nodes(),
+            Some(rocm_divergence::DEFAULT_QUADRATURE_NODES)
+        );
+        for (text, needle) in [
+            (
+                "divergence = { kind = \"kl\", nodes = 16 }\n",
+                "takes no `nodes`",
+            ),
+            ("divergence = { kind = \"js\", node = 16 }\n", "node"),
+            ("divergence = { kind = \"js\", nodes = 1 }\n", "2..=1024"),
+            ("divergence = { nodes = 8 }\n", "kind"),
+        ] {
+            let msg = TrainConfig::from_toml_str(text, "run.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                msg.contains(needle) && msg.contains("run.toml"),
+                "{text}: {msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_field_round_trips_with_non_default_values() {
+        let c = TrainConfig {
+            num_steps: 4,
+            guidance_scale: 3.0,
+            guidance: GuidanceKind::None,
+            lora: LoraSection {
+                r: 4,
+                alpha: 8.0,
+                target_modules: vec!["linear_in".into()],
+                init: InitLoraWeights::Default,
+                dropout: 0.1,
+                seed: 3,
+            },
+            beta: 0.0,
+            divergence: DivergenceConfig::Tv { nodes: 8 },
+            custom_divergence: Some("mine".into()),
+            reduction: ReductionKind::Sum,
+            gradient_checkpointing: false,
+            concurrent: false,
+            batch_size: 3,
+            gradient_accumulation_steps: 2,
+            max_grad_norm: 0.0,
+            learning_rate: 1e-3,
+            lr_schedule: LrSchedule::LinearWarmup,
+            warmup_steps: 5,
+            min_lr_ratio: 0.5,
+            adam_beta1: 0.8,
+            adam_beta2: 0.99,
+            adam_epsilon: 1e-6,
+            weight_decay: 0.0,
+            iterations: 7,
+            seed: 9,
+            checkpoint_every: 2,
+            eval_prompts: vec!["a".into()],
+            eval_seeds: vec![5],
+            eval_every: 3,
+            output_dir: PathBuf::from("out"),
+        };
+        assert_eq!(TrainConfig::from_toml_str(&c.to_toml(), "x").unwrap(), c);
     }
 }

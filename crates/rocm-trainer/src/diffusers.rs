@@ -1,38 +1,36 @@
 //! Running [`RocmTrainer`](crate::RocmTrainer) on a diffusers pipeline ([`LcmPipeline`]): the
-//! VAE as the [`LatentDecoder`] of an image reward, and the pipeline's CLIP tokenizer and frozen
-//! text encoder as its [`PromptEncoder`].
+//! VAE as the [`LatentDecoder`] of an image reward, and the pipeline's frozen
+//! [`TextEncoder`] as its [`PromptEncoder`].
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use burn::prelude::*;
 //! use rocm_models::pipeline::LcmPipeline;
-//! use rocm_sampler::Sampler;
-//! use rocm_trainer::{DecodedReward, RocmTrainer, TextEncoder, TrainConfig};
+//! use rocm_trainer::{DecodedReward, RocmTrainer, TrainConfig};
 //!
-//! let config = TrainConfig::load("configs/lcm_dreamshaper_pickscore.toml")?;
+//! let config = TrainConfig::default(); // or the `[train]` table of a run configuration
 //! let device = Device::flex().autodiff();
-//! let pipeline = LcmPipeline::from_hub(&config.pretrained_model, &device)?;
-//! let latent_shape = pipeline.latent_shape(1);
-//! let sampler = Sampler::new(pipeline.scheduler.clone());
-//! let mut unet = pipeline.unet;
+//! let parts = LcmPipeline::from_pretrained("SimianLuo/LCM_Dreamshaper_v7", &device)?
+//!     .into_training_parts();
+//! let mut unet = parts.unet;
 //! rocm_lora::apply_lora(&mut unet, &config.lora.to_lora_config())?;
 //! let reward = rocm_rewards::PickScore::from_pretrained(rocm_rewards::PickScore::REPO, &device)?;
-//! let reward = DecodedReward::new(pipeline.vae.no_grad(), reward);
-//! let encoder = TextEncoder::new(pipeline.tokenizer, pipeline.text_encoder, &device);
 //! let prompts = vec!["a photo of a cat".to_string()];
-//! let divergence = config.divergence()?;
-//! let mut trainer = RocmTrainer::new(
-//!     unet, reward, divergence, encoder, prompts, latent_shape, config, device,
-//! )?
-//! .with_sampler(sampler);
+//! parts.text_encoder.check_prompts(&prompts)?;
+//! let mut trainer = RocmTrainer::builder(config)
+//!     .model(unet)
+//!     .reward(DecodedReward::new(parts.vae.no_grad(), reward))
+//!     .prompts(prompts, parts.text_encoder)
+//!     .sampler(parts.sampler)
+//!     .latent_shape(parts.latent_shape)
+//!     .device(device)
+//!     .build()?;
 //! trainer.run(|_metrics| {})?;
 //! # Ok(()) }
 //! ```
 
 use burn::prelude::*;
-use rocm_models::AutoencoderKL;
-use rocm_models::clip::CLIPTextModel;
-use rocm_models::tokenizer::CLIPTokenizer;
+use rocm_models::{AutoencoderKL, TextEncoder};
 
 use crate::{LatentDecoder, PromptEncoder};
 
@@ -50,57 +48,15 @@ impl LatentDecoder<4> for AutoencoderKL {
     }
 }
 
-/// The [`PromptEncoder`] of a diffusers pipeline: its CLIP tokenizer (padded/truncated to its
-/// length) and its frozen text encoder, whose `last_hidden_state` conditions the UNet (as
-/// diffusers' `encode_prompt` without `clip_skip`). The embeddings carry no gradient: the text
-/// encoder's weights are frozen and its output detached.
-#[derive(Debug)]
-pub struct TextEncoder {
-    tokenizer: CLIPTokenizer,
-    text_encoder: CLIPTextModel,
-    device: Device,
-}
-
-impl TextEncoder {
-    /// Wraps a pipeline's tokenizer and text encoder (frozen here); ids are created on `device`,
-    /// the text encoder's device.
-    pub fn new(tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, device: &Device) -> Self {
-        Self {
-            tokenizer,
-            text_encoder: text_encoder.no_grad(),
-            device: device.clone(),
-        }
-    }
-
-    /// The text embeddings of `prompts`, or the tokenizer's error (which names the prompt).
-    ///
-    /// # Shapes
-    /// - output: `[prompts.len(), max_length, hidden_size]`
-    pub fn try_encode(&self, prompts: &[String]) -> Result<Tensor<3>, rocm_models::Error> {
-        let texts: Vec<&str> = prompts.iter().map(String::as_str).collect();
-        let ids = self.tokenizer.encode_to_tensor(&texts, &self.device)?;
-        Ok(self.text_encoder.forward(ids).last_hidden_state.detach())
-    }
-
-    /// Checks that every prompt tokenizes (call it on the training and evaluation prompts before
-    /// training: [`PromptEncoder::encode`] cannot return an error).
-    pub fn check_prompts<'a>(
-        &self,
-        prompts: impl IntoIterator<Item = &'a String>,
-    ) -> Result<(), rocm_models::Error> {
-        prompts
-            .into_iter()
-            .try_for_each(|p| self.tokenizer.tokenize(p).map(drop))
-    }
-}
-
+/// The frozen CLIP text embeddings of a batch ([`TextEncoder::encode`]), detached.
+///
+/// # Panics
+/// When a prompt does not tokenize; [`TextEncoder::check_prompts`] finds such prompts first
+/// (the `rocm` crate's run wiring checks every training and evaluation prompt before it builds
+/// the trainer).
 impl PromptEncoder<Tensor<3>> for TextEncoder {
-    /// [`TextEncoder::try_encode`].
-    ///
-    /// # Panics
-    /// When a prompt does not tokenize; [`TextEncoder::check_prompts`] finds such prompts first.
     fn encode(&self, prompts: &[String]) -> Tensor<3> {
-        match self.try_encode(prompts) {
+        match TextEncoder::encode(self, prompts) {
             Ok(embeddings) => embeddings,
             Err(e) => panic!("prompt encoder: {e} (check prompts with TextEncoder::check_prompts)"),
         }

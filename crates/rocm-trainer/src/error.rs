@@ -24,6 +24,9 @@ pub enum Error {
         /// What the parser said, e.g. ``unknown field `lerning_rate`, expected one of …``.
         message: String,
     },
+    /// A [`crate::TrainerBuilder`] was not given a required part.
+    #[error("trainer builder: no {0}: call `.{call}`", call = .0.call())]
+    MissingPart(crate::MissingPart),
     /// A configuration value is out of range.
     #[error("invalid configuration field `{field}`: {message}")]
     InvalidField {

@@ -2,15 +2,18 @@
 //! differentiable reward through the whole multistep sampler, regularised by an f-divergence
 //! between the fine-tuned policy and its frozen base (docs/method.md §3 and §5).
 //!
-//! The trainer ([`RocmTrainer`]) is generic over the model ([`rocm_sampler::ConsistencyModel`]
-//! carrying [`rocm_lora`] adapters), the reward ([`LatentReward`]; an image
-//! [`rocm_rewards::RewardModel`] is reached through a [`LatentDecoder`] with
-//! [`DecodedReward`]), the divergence ([`rocm_divergence::FDivergence`]) and the backend (a
-//! runtime `burn` [`Device`](burn::prelude::Device)).
+//! The trainer ([`RocmTrainer`]) is generic over the model (a [`TrainableModel`]: a
+//! [`rocm_sampler::ConsistencyModel`] carrying [`rocm_lora`] adapters) and holds its other parts
+//! as values: the reward ([`LatentReward`]; an image [`rocm_rewards::RewardModel`] is reached
+//! through a [`LatentDecoder`] with [`DecodedReward`]), the prompt encoder ([`PromptEncoder`]),
+//! the divergence (the configured [`rocm_divergence::DivergenceConfig`], or any
+//! [`rocm_divergence::FDivergence`] of your own) and the backend (a runtime `burn`
+//! [`Device`](burn::prelude::Device)).
 //!
 //! | piece | module |
 //! |---|---|
-//! | settings (TOML, unknown fields rejected) | [`TrainConfig`] |
+//! | settings (typed, TOML, unknown fields rejected) | [`TrainConfig`] |
+//! | assembling a trainer from its parts | [`TrainerBuilder`] |
 //! | the loss of one rollout | [`RocmObjective`] |
 //! | global-norm gradient clipping | [`grads`] |
 //! | learning-rate schedules | [`LrSchedule`] |
@@ -19,14 +22,13 @@
 //! | PNG plots of the training curves | [`plot`] |
 //! | images and evaluation grids as PNG | [`images`] |
 //! | a LoRA-ready 2-D toy model | [`toy`] |
-//! | diffusers pipelines: VAE decoder, CLIP prompt encoder | [`TextEncoder`] |
+//! | diffusers pipelines: the VAE as decoder, the text encoder as prompt encoder | `diffusers` |
 //!
 //! # Example
 //! ```
 //! use burn::prelude::*;
 //! use rocm_lora::{InitLoraWeights, LoraConfig, TargetModules, apply_lora};
-//! use rocm_trainer::toy::ToyPointModelConfig;
-//! use rocm_trainer::{GuidanceKind, LatentReward, RocmTrainer, TrainConfig, Unconditional};
+//! use rocm_trainer::{GuidanceKind, LatentReward, RocmTrainer, TrainConfig, toy};
 //!
 //! /// Reward: the x-coordinate of a point.
 //! struct X;
@@ -39,7 +41,7 @@
 //! }
 //!
 //! let device = Device::flex().autodiff();
-//! let mut model = ToyPointModelConfig::new().with_hidden(16).init_seeded(0, &device);
+//! let mut model = toy::ToyPointModelConfig::new().with_hidden(16).init_seeded(0, &device);
 //! let lora = LoraConfig::new(4, 8.0, TargetModules::names(&model.all_layers()))
 //!     .with_init_lora_weights(InitLoraWeights::Gaussian);
 //! apply_lora(&mut model, &lora)?; // freezes the base; only the adapters train
@@ -47,19 +49,39 @@
 //! let config = TrainConfig {
 //!     num_steps: 4,
 //!     guidance: GuidanceKind::None,
-//!     beta: 0.3,
-//!     divergence: "kl".into(),
+//!     beta: 0.3, // the divergence: `config.divergence`, KL by default
 //!     batch_size: 8,
 //!     learning_rate: 1e-3,
-//!     ..TrainConfig::default() // or TrainConfig::load("configs/….toml")?
+//!     ..TrainConfig::default()
 //! };
-//! let divergence = config.divergence()?;
-//! let prompts = vec![String::new()]; // unconditional
-//! let mut trainer =
-//!     RocmTrainer::new(model, X, divergence, Unconditional, prompts, [1, 2], config, device)?;
+//! let mut trainer = RocmTrainer::builder(config)
+//!     .model(model)
+//!     .reward(X)
+//!     .unconditional()
+//!     .scheduler(toy::scheduler())
+//!     .latent_shape([1, 2])
+//!     .device(device)
+//!     .build()?;
 //! let m = trainer.train_iteration()?;
 //! assert_eq!((m.step, m.divergence_per_step.len()), (1, 3)); // no term on the last step
+//! assert_eq!(trainer.divergence_name(), "kl");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! A part left out is an error, not a default:
+//! ```
+//! # use burn::prelude::*;
+//! use rocm_trainer::{Error, MissingPart, RocmTrainer, TrainConfig, toy};
+//! let device = Device::flex().autodiff();
+//! let err = RocmTrainer::builder(TrainConfig::default())
+//!     .model(toy::ToyPointModelConfig::new().init_seeded(0, &device))
+//!     .reward(toy::ProxyX)
+//!     .unconditional()
+//!     .latent_shape([1, 2])
+//!     .device(device)
+//!     .build()
+//!     .err();
+//! assert!(matches!(err, Some(Error::MissingPart(MissingPart::Sampler))));
 //! ```
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -79,10 +101,12 @@ pub mod toy;
 mod trainer;
 
 pub use config::{GuidanceKind, LoraSection, ReductionKind, TrainConfig};
-pub use diffusers::TextEncoder;
 pub use error::Error;
 pub use metrics::{IterationMetrics, MetricsWriter};
 pub use objective::{RocmObjective, step_divergence};
 pub use reward::{DecodedReward, LatentDecoder, LatentReward, PromptEncoder, Unconditional};
 pub use schedule::LrSchedule;
-pub use trainer::{IterationGradients, RocmTrainer, SAMPLES_DIR, adamw};
+pub use trainer::{
+    BoxedEncoder, BoxedReward, IterationGradients, MissingPart, RocmTrainer, SAMPLES_DIR,
+    TrainableModel, TrainerBuilder, adamw,
+};

@@ -1,5 +1,6 @@
 //! A small LoRA-ready consistency model of 2-D points, for tests, benches and the quickstart:
-//! no weights to download.
+//! no weights to download. [`pretrained`] is the one base model every toy run starts from (the
+//! quickstart's, `rocm train`'s with `model = "toy"`), and [`scheduler`] its noise schedule.
 
 use burn::module::Param;
 use burn::prelude::*;
@@ -222,6 +223,26 @@ pub fn pretrain_denoiser(
         model = optim.step(lr, model, grads);
     }
     model
+}
+
+/// The toy's data: 8 modes on a ring of radius 2, standard deviation 0.25.
+pub fn data() -> Mixture {
+    Mixture::ring(8, 2.0, 0.25)
+}
+
+/// The toy's noise schedule: SD 1.5's LCM schedule (`LcmScheduler::default()`), the one
+/// [`pretrained`] is trained with.
+pub fn scheduler() -> rocm_sampler::LcmScheduler {
+    rocm_sampler::LcmScheduler::default()
+}
+
+/// The toy base model: [`ToyPointModelConfig::new`] (hidden 64, depth 2) from seed 0, trained
+/// by [`pretrain_denoiser`] on [`data`] with [`scheduler`] for 600 steps of 512 points (seed 1).
+/// Deterministic on a given backend (about a second on 2 CPU cores), so adapters saved from one
+/// run fit the base of the next. Apply LoRA to it to fine-tune.
+pub fn pretrained(device: &Device) -> ToyPointModel {
+    let untrained = ToyPointModelConfig::new().init_seeded(0, device);
+    pretrain_denoiser(untrained, &data(), &scheduler(), 600, 512, 1, device)
 }
 
 /// The toy's hackable proxy reward: the x-coordinate of the point (unbounded).

@@ -4,21 +4,36 @@ use std::time::Instant;
 
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
-use rand::{RngExt, SeedableRng, rngs::ChaCha8Rng};
-use rocm_divergence::{FDivergence, Reduction};
-use rocm_lora::LoraContainer;
+use rand::{RngExt, rngs::ChaCha8Rng};
+use rocm_divergence::{BoxedDivergence, Reduction};
 use rocm_sampler::{
     ConsistencyModel, GradientMode, Guidance, Sampler, SamplerNoise, SamplerOptions,
 };
 
+mod builder;
 mod evaluation;
 mod resume;
+
+pub use builder::{MissingPart, TrainerBuilder};
 
 use crate::objective::{RocmObjective, step_divergence};
 use crate::{
     Error, GuidanceKind, IterationMetrics, LatentReward, MetricsWriter, PromptEncoder, TrainConfig,
     grads,
 };
+
+/// What a model needs to be trained by [`RocmTrainer`]: a [`ConsistencyModel`] that is also a
+/// Burn [`Module`] (so its adapter parameters can be optimised). Every such type is one; the
+/// name only bundles the bounds. Checkpoints additionally need [`rocm_lora::LoraContainer`].
+pub trait TrainableModel<const D: usize>: ConsistencyModel<D> + Module {}
+
+impl<const D: usize, M: ConsistencyModel<D> + Module> TrainableModel<D> for M {}
+
+/// A boxed [`LatentReward`], as the trainer holds it.
+pub type BoxedReward<const D: usize> = Box<dyn LatentReward<D>>;
+
+/// A boxed [`PromptEncoder`] of a model's conditioning, as the trainer holds it.
+pub type BoxedEncoder<C> = Box<dyn PromptEncoder<C>>;
 
 /// The ROCM training loop: reward optimisation of a LoRA-adapted consistency model by
 /// back-propagating through the whole `K`-step sampler, regularised by an f-divergence to the
@@ -42,12 +57,16 @@ use crate::{
 /// `device`. Sample noise is drawn per sample on the host (`SamplerNoise::from_seed` with a
 /// per-sample seed), so a batch of `B·A` equals `A` micro-batches of `B`, and a run is
 /// deterministic on CPU.
-pub struct RocmTrainer<const D: usize, M, R, F, P> {
+///
+/// Build one with [`RocmTrainer::builder`]: every part it needs is named there, and a missing
+/// one is an error rather than a default.
+pub struct RocmTrainer<const D: usize, M: TrainableModel<D>> {
     model: M,
-    reward: R,
-    divergence: F,
-    encoder: P,
+    reward: BoxedReward<D>,
+    divergence: BoxedDivergence,
+    encoder: BoxedEncoder<M::Conditioning>,
     prompts: Vec<String>,
+    unconditional: bool,
     latent_shape: [usize; D],
     config: TrainConfig,
     sampler: Sampler,
@@ -83,64 +102,10 @@ pub fn adamw(config: &TrainConfig) -> ModuleOptimizer {
         .init()
 }
 
-impl<const D: usize, M, R, F, P> RocmTrainer<D, M, R, F, P>
-where
-    M: ConsistencyModel<D> + Module + LoraContainer,
-    R: LatentReward<D>,
-    F: FDivergence,
-    P: PromptEncoder<M::Conditioning>,
-{
-    /// A trainer at step 0.
-    ///
-    /// - `prompts`: the training prompts (for unconditional models, any non-empty list)
-    /// - `latent_shape`: the shape of one sample's latent with a leading 1, e.g. `[1, 4, 64, 64]`
-    /// - `device`: the model's own autodiff `Device` value (noise is created on it)
-    ///
-    /// Errors when the configuration is invalid, `prompts` is empty or `device` has no autodiff.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        model: M,
-        reward: R,
-        divergence: F,
-        encoder: P,
-        prompts: Vec<String>,
-        latent_shape: [usize; D],
-        config: TrainConfig,
-        device: Device,
-    ) -> Result<Self, Error> {
-        config.validate()?;
-        if prompts.is_empty() {
-            return Err(Error::InvalidField {
-                field: "prompts_file",
-                message: "no training prompts".into(),
-            });
-        }
-        if !device.is_autodiff() {
-            return Err(Error::InvalidField {
-                field: "device",
-                message: "training needs an autodiff device (`device.autodiff()`)".into(),
-            });
-        }
-        Ok(Self {
-            optimizer: adamw(&config),
-            rng: ChaCha8Rng::seed_from_u64(config.seed),
-            model,
-            reward,
-            divergence,
-            encoder,
-            prompts,
-            latent_shape,
-            config,
-            sampler: Sampler::default(),
-            step: 0,
-            device,
-        })
-    }
-
-    /// Uses another sampler (scheduler) than SD 1.5's LCM default.
-    pub fn with_sampler(mut self, sampler: Sampler) -> Self {
-        self.sampler = sampler;
-        self
+impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
+    /// A builder for a trainer with `config` (see [`TrainerBuilder`]).
+    pub fn builder(config: TrainConfig) -> TrainerBuilder<D, M> {
+        TrainerBuilder::new(config)
     }
 
     /// The model being trained.
@@ -156,6 +121,37 @@ where
     /// The configuration.
     pub fn config(&self) -> &TrainConfig {
         &self.config
+    }
+
+    /// The name of the divergence being trained with (the configured one, or the custom one
+    /// the builder was given).
+    pub fn divergence_name(&self) -> &str {
+        self.divergence.name()
+    }
+
+    /// The name of the reward being maximised.
+    pub fn reward_name(&self) -> &str {
+        self.reward.name()
+    }
+
+    /// The sampler (scheduler) of training and evaluation rollouts.
+    pub fn sampler(&self) -> &Sampler {
+        &self.sampler
+    }
+
+    /// The training prompts (one empty prompt for an unconditional model).
+    pub fn prompts(&self) -> &[String] {
+        &self.prompts
+    }
+
+    /// Whether the model is trained without prompts.
+    pub fn is_unconditional(&self) -> bool {
+        self.unconditional
+    }
+
+    /// `<output_dir>/checkpoints`.
+    pub fn checkpoints_dir(&self) -> std::path::PathBuf {
+        self.config.output_dir.join("checkpoints")
     }
 
     /// Iterations completed.
@@ -221,8 +217,8 @@ where
             let seeds: Vec<u64> = chunk.iter().map(|(_, s)| *s).collect();
             let conditioning = self.encoder.encode(&prompts);
             let objective = RocmObjective {
-                reward: &self.reward,
-                divergence: &self.divergence,
+                reward: self.reward.as_ref(),
+                divergence: self.divergence.as_ref(),
                 beta: self.config.beta,
                 reduction,
                 prompts: &prompts,
@@ -244,7 +240,7 @@ where
                 let d = s
                     .policy
                     .as_ref()
-                    .and_then(|p| step_divergence(&self.divergence, p, reduction));
+                    .and_then(|p| step_divergence(self.divergence.as_ref(), p, reduction));
                 if let Some(d) = d {
                     div_sums[s.index] += host_sum(d);
                 }
@@ -317,7 +313,9 @@ where
         log::debug!("{metrics:?}");
         Ok(metrics)
     }
+}
 
+impl<const D: usize, M: TrainableModel<D> + rocm_lora::LoraContainer> RocmTrainer<D, M> {
     /// Trains until `config.iterations`, appending metrics to `<output_dir>/metrics.{jsonl,csv}`,
     /// evaluating every `config.eval_every` iterations (and at the end; see
     /// [`RocmTrainer::write_eval`]), checkpointing every `config.checkpoint_every` iterations

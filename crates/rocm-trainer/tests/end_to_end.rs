@@ -13,8 +13,7 @@ use burn::store::ModuleSnapshot;
 use rocm_models::UNet2DConditionModel;
 use rocm_models::pipeline::LcmPipeline;
 use rocm_rewards::PickScore;
-use rocm_sampler::Sampler;
-use rocm_trainer::{DecodedReward, RocmTrainer, TextEncoder, TrainConfig, checkpoint};
+use rocm_trainer::{DecodedReward, RocmTrainer, TrainConfig, checkpoint};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -52,8 +51,11 @@ fn safetensors_keys(path: &Path) -> Vec<String> {
 
 #[test]
 fn paper_config_trains_lora_on_a_tiny_diffusers_pipeline() {
-    let mut config =
-        TrainConfig::load(root().join("configs/lcm_dreamshaper_pickscore.toml")).unwrap();
+    // The `[train]` table of the paper's run configuration (the rest is the `rocm` crate's).
+    let path = root().join("configs/lcm_dreamshaper_pickscore.toml");
+    let run: toml::Table = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let train = toml::to_string(run["train"].as_table().unwrap()).unwrap();
+    let mut config = TrainConfig::from_toml_str(&train, &path).unwrap();
     let paper = config.clone();
     // Shrink for CI; everything else stays the paper's run.
     let out = std::env::temp_dir().join(format!("rocm-trainer-e2e-{}", std::process::id()));
@@ -70,19 +72,15 @@ fn paper_config_trains_lora_on_a_tiny_diffusers_pipeline() {
         ["to_q", "to_k", "to_v", "to_out.0"]
     );
     assert_eq!(
-        (
-            config.divergence.as_str(),
-            config.beta,
-            config.learning_rate
-        ),
-        (paper.divergence.as_str(), paper.beta, 6e-5)
+        (config.divergence, config.beta, config.learning_rate),
+        (rocm_divergence::DivergenceConfig::Kl, paper.beta, 6e-5)
     );
 
     let device = Device::flex().autodiff();
-    let pipeline = LcmPipeline::from_folder(pipeline_dir(), &device).unwrap();
-    let latent_shape = pipeline.latent_shape(1);
-    let sampler = Sampler::new(pipeline.scheduler.clone());
-    let mut unet = pipeline.unet;
+    let parts = LcmPipeline::from_folder(pipeline_dir(), &device)
+        .unwrap()
+        .into_training_parts();
+    let mut unet = parts.unet;
     let lora = config.lora.to_lora_config();
     let report = rocm_lora::apply_lora(&mut unet, &lora).unwrap();
     assert!(!report.wrapped.is_empty());
@@ -90,26 +88,22 @@ fn paper_config_trains_lora_on_a_tiny_diffusers_pipeline() {
 
     let clip = root().join("crates/rocm-rewards/tests/fixtures/tiny-clip");
     let pick = PickScore::from_pretrained(clip.to_str().unwrap(), &device).unwrap();
-    let reward = DecodedReward::new(pipeline.vae.no_grad(), pick);
-    let encoder = TextEncoder::new(pipeline.tokenizer, pipeline.text_encoder, &device);
+    let reward = DecodedReward::new(parts.vae.no_grad(), pick);
+    let encoder = parts.text_encoder;
     let prompts = config.eval_prompts.clone();
     encoder.check_prompts(&prompts).unwrap();
-    let embeddings = encoder.try_encode(&prompts).unwrap();
+    let embeddings = encoder.encode(&prompts).unwrap();
     assert_eq!(embeddings.dims()[0], prompts.len());
     assert!(!embeddings.is_require_grad(), "the text encoder is frozen");
-    let divergence = config.divergence().unwrap();
-    let mut trainer = RocmTrainer::new(
-        unet,
-        reward,
-        divergence,
-        encoder,
-        prompts,
-        latent_shape,
-        config,
-        device,
-    )
-    .unwrap()
-    .with_sampler(sampler);
+    let mut trainer = RocmTrainer::builder(config)
+        .model(unet)
+        .reward(reward)
+        .prompts(prompts, encoder)
+        .sampler(parts.sampler)
+        .latent_shape(parts.latent_shape)
+        .device(device)
+        .build()
+        .unwrap();
 
     let metrics = trainer.run(|_| {}).unwrap();
     assert_eq!(metrics.len(), 2);
@@ -127,7 +121,7 @@ fn paper_config_trains_lora_on_a_tiny_diffusers_pipeline() {
     let (mut adapters_moved, mut base_checked) = (0, 0);
     for (name, old) in &before {
         let new = &after[name];
-        if checkpoint::is_adapter_path(name) {
+        if rocm_lora::is_adapter_param_path(name) {
             adapters_moved += usize::from(name.ends_with("lora_b") && new != old);
         } else {
             assert_eq!(new, old, "base weight {name} changed");

@@ -9,11 +9,10 @@ use std::path::PathBuf;
 use burn::prelude::*;
 use rocm_divergence::{Kl, Reduction};
 use rocm_lora::{InitLoraWeights, LoraConfig, TargetModules, apply_lora};
-use rocm_sampler::{GradientMode, Guidance, Sampler, SamplerNoise, SamplerOptions};
-use rocm_trainer::toy::{ToyPointModel, ToyPointModelConfig};
+use rocm_sampler::{Branch, GradientMode, Guidance, Sampler, SamplerNoise, SamplerOptions};
+use rocm_trainer::toy::{self, ToyPointModel, ToyPointModelConfig};
 use rocm_trainer::{
-    Error, GuidanceKind, LatentReward, RocmObjective, RocmTrainer, TrainConfig, Unconditional,
-    checkpoint, grads,
+    Error, GuidanceKind, LatentReward, RocmObjective, RocmTrainer, TrainConfig, checkpoint, grads,
 };
 
 /// The proxy reward: the x-coordinate of the point.
@@ -93,23 +92,19 @@ fn toy_model(device: &Device) -> ToyPointModel {
     model
 }
 
-type Toy<R> = RocmTrainer<2, ToyPointModel, R, Kl, Unconditional>;
+type Toy = RocmTrainer<2, ToyPointModel>;
 
-fn trainer<R: LatentReward<2>>(reward: R, config: TrainConfig) -> Toy<R> {
+fn trainer<R: LatentReward<2> + 'static>(reward: R, config: TrainConfig) -> Toy {
     let device = Device::flex().autodiff();
-    let model = toy_model(&device);
-    let prompts = vec![String::new()];
-    RocmTrainer::new(
-        model,
-        reward,
-        Kl,
-        Unconditional,
-        prompts,
-        [1, 2],
-        config,
-        device,
-    )
-    .unwrap()
+    RocmTrainer::builder(config)
+        .model(toy_model(&device))
+        .reward(reward)
+        .unconditional()
+        .scheduler(toy::scheduler())
+        .latent_shape([1, 2])
+        .device(device)
+        .build()
+        .unwrap()
 }
 
 fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
@@ -159,14 +154,14 @@ fn training_raises_the_proxy_and_changes_only_adapters() {
     let seeds: Vec<u64> = (100..132).collect();
     let prompts = vec![String::new(); seeds.len()];
     let mean = |v: Vec<f32>| v.iter().sum::<f32>() / v.len() as f32;
-    let before = mean(t.evaluate(&prompts, &seeds).unwrap());
+    let before = mean(t.evaluate(Branch::Policy, &prompts, &seeds).unwrap());
     let base_before = host(t.model().hidden[0].weight.val());
     let adapters_before = adapters(t.model());
     let first = t.train_iteration().unwrap();
     for _ in 0..14 {
         t.train_iteration().unwrap();
     }
-    let after = mean(t.evaluate(&prompts, &seeds).unwrap());
+    let after = mean(t.evaluate(Branch::Policy, &prompts, &seeds).unwrap());
     assert!(after > before + 0.1, "proxy reward {before} -> {after}");
     assert_eq!(host(t.model().hidden[0].weight.val()), base_before);
     assert!(max_diff(&adapters(t.model()), &adapters_before) > 1e-3);
@@ -388,7 +383,9 @@ fn evaluation_runs_every_eval_every_and_at_the_end_without_grids_for_points() {
     // The last line is what `evaluate` gives for the same pairs now.
     let (prompts, seeds) = t.evaluation_pairs();
     assert_eq!((prompts.len(), seeds.as_slice()), (2, [0u64, 1].as_slice()));
-    let (rewards, images) = t.evaluate_with_images(&prompts, &seeds).unwrap();
+    let (rewards, images) = t
+        .evaluate_with_images(Branch::Policy, &prompts, &seeds)
+        .unwrap();
     assert!(images.is_none(), "points have no images");
     let last: serde_json::Value = serde_json::from_str(eval.lines().last().unwrap()).unwrap();
     let logged: Vec<f32> = last["rewards"]

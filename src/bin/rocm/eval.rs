@@ -3,16 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::prelude::*;
-use rocm::divergence::FDivergence;
-use rocm::lora::{LoraContainer, with_adapters_disabled};
-use rocm::sampler::ConsistencyModel;
-use rocm::trainer::toy::ProxyX;
-use rocm::trainer::{LatentReward, PromptEncoder, RocmTrainer, TrainConfig, checkpoint};
+use rocm::run::{Adapters, ModelSource, Run};
+use rocm::sampler::Branch;
+use rocm::trainer::{RocmTrainer, TrainableModel, checkpoint};
 use serde_json::json;
 
 use crate::Failure;
-use crate::train::{Adapters, TrainArgs, check_lora, pipeline_trainer, toy_trainer};
+use crate::train::{TrainArgs, check_lora};
 
 /// What `rocm eval` was asked to do.
 pub struct EvalArgs {
@@ -26,14 +23,14 @@ pub struct EvalArgs {
 /// Runs `rocm eval` and prints its JSON line.
 pub fn eval(args: &EvalArgs) -> Result<(), Failure> {
     let path = &args.train.config;
-    let mut config = TrainConfig::load(path)?;
-    let toy = config.pretrained_model == "toy";
-    if toy && config.eval_prompts.is_empty() {
-        config.eval_prompts = vec![String::new()]; // the toy is unconditional
+    let mut config = args.train.run_config()?;
+    let train = &mut config.train;
+    if config.model == ModelSource::Toy && train.eval_prompts.is_empty() {
+        train.eval_prompts = vec![String::new()]; // the toy is unconditional
     }
-    if config.eval_prompts.is_empty() || config.eval_seeds.is_empty() {
+    if train.eval_prompts.is_empty() || train.eval_seeds.is_empty() {
         return Err(format!(
-            "{}: nothing to evaluate: set `eval_prompts` and `eval_seeds`",
+            "{}: nothing to evaluate: set `train.eval_prompts` and `train.eval_seeds`",
             path.display()
         )
         .into());
@@ -43,37 +40,26 @@ pub fn eval(args: &EvalArgs) -> Result<(), Failure> {
             check_lora(lora)?;
             Some(lora.clone())
         }
-        None => checkpoint::latest_checkpoint(&config.output_dir.join("checkpoints"))?,
+        None => checkpoint::latest_checkpoint(&train.output_dir.join("checkpoints"))?,
     };
-    let adapters = Adapters::Load(lora.as_deref());
-    let result = if toy {
-        let (trainer, _) = toy_trainer(config, &args.train, adapters)?;
-        scores(&trainer, LatentReward::<2>::name(&ProxyX), lora.as_deref())?
-    } else {
-        let prompts = config.eval_prompts.clone();
-        let name = config.reward.clone();
-        let (trainer, _) = pipeline_trainer(config, prompts, &args.train, adapters)?;
-        scores(&trainer, &name, lora.as_deref())?
+    let built = args.train.build(&config, Adapters::Load(lora.as_deref()))?;
+    let result = match &built.run {
+        Run::Toy(trainer) => scores(trainer, lora.as_deref())?,
+        Run::Pipeline(trainer) => scores(trainer, lora.as_deref())?,
     };
     println!("{result}");
     Ok(())
 }
 
 /// The JSON line: the base rewards (adapters off) and, with `lora`, the adapted ones.
-fn scores<const D: usize, M, R, F, P>(
-    trainer: &RocmTrainer<D, M, R, F, P>,
-    reward: &str,
+fn scores<const D: usize, M: TrainableModel<D>>(
+    trainer: &RocmTrainer<D, M>,
     lora: Option<&Path>,
-) -> Result<String, Failure>
-where
-    M: ConsistencyModel<D> + Module + LoraContainer,
-    R: LatentReward<D>,
-    F: FDivergence,
-    P: PromptEncoder<<M as ConsistencyModel<D>>::Conditioning>,
-{
+) -> Result<String, Failure> {
     let (prompts, seeds) = trainer.evaluation_pairs();
+    let reward = trainer.reward_name();
     eprintln!("evaluating the base model on {} samples", prompts.len());
-    let base = with_adapters_disabled(|| trainer.evaluate(&prompts, &seeds))?;
+    let base = trainer.evaluate(Branch::Base, &prompts, &seeds)?;
     let mut fields = vec![
         ("reward", json!(reward)),
         ("n", json!(base.len())),
@@ -82,7 +68,7 @@ where
     ];
     if let Some(lora) = lora {
         eprintln!("evaluating with the adapters of {}", lora.display());
-        let tuned = trainer.evaluate(&prompts, &seeds)?;
+        let tuned = trainer.evaluate(Branch::Policy, &prompts, &seeds)?;
         fields.extend([
             ("lora_mean", json!(mean(&tuned))),
             ("lora", json!(tuned)),

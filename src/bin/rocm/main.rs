@@ -9,12 +9,13 @@
 //!             [--reward-model DIR_OR_HUB_ID] [--reward-head FILE]
 //! ```
 //!
-//! `train` runs [`RocmTrainer::run`](rocm::trainer::RocmTrainer::run) on the configuration.
-//! `pretrained_model` is either `toy` (the quickstart's embedded 2-D point model, pretrained on
-//! the spot, with the x-coordinate as reward) or a diffusers LCM pipeline (a local folder or a hub
-//! id in the local Hugging Face cache): LoRA from `[lora]` goes on the UNet, the CLIP text
-//! encoder is frozen, and the configured `reward` scores the VAE-decoded images (its model:
-//! `--reward-model`, default the reward's usual hub id). Progress goes to stderr (a bar on a
+//! `train` builds the run configuration ([`RunConfig`](rocm::run::RunConfig)) and runs
+//! [`RocmTrainer::run`](rocm::trainer::RocmTrainer::run) on it. `model` is either `toy` (the
+//! quickstart's embedded 2-D point model, pretrained on the spot, with the x-coordinate as
+//! reward) or a diffusers LCM pipeline (a local folder or a hub id in the local Hugging Face
+//! cache): LoRA from `[train.lora]` goes on the UNet, the CLIP text encoder is frozen, and the
+//! `[reward]` scores the VAE-decoded images (its model: `--reward-model`, else `reward.model`,
+//! else the reward's usual hub id). Progress goes to stderr (a bar on a
 //! terminal, one line per iteration otherwise); metrics to `<output_dir>/metrics.{jsonl,csv}`;
 //! PNG plots of reward and divergence against iteration and wall-clock seconds to
 //! `<output_dir>/*_vs_{iteration,seconds}.png` at every checkpoint and at the end;
@@ -34,7 +35,7 @@
 //! per-module `.alpha` keys, else α = r (diffusers' default).
 //!
 //! `eval` builds the configuration's model and reward as `train` does and scores its
-//! `eval_prompts × eval_seeds` (for the toy without prompts, one empty prompt) with the same
+//! `train.eval_prompts × train.eval_seeds` (for the toy without prompts, one empty prompt) with the same
 //! noise and sampler settings as training's evaluation: with the base model (adapters off) and,
 //! given `--lora` or a checkpoint under `output_dir` (the newest), with the adapters. It prints
 //! one JSON line:
@@ -69,24 +70,34 @@ fn device_arg() -> Arg {
         .help("flex (CPU), wgpu, cuda[:N], auto")
 }
 
+/// `--reward-model`'s help: every reward with a model and its default, from `RewardKind::ALL`.
+fn reward_model_help() -> String {
+    let defaults: Vec<String> = rocm::reward::RewardKind::ALL
+        .into_iter()
+        .filter_map(|k| k.default_model().map(|m| format!("{k} {m}")))
+        .collect();
+    format!(
+        "The reward's model, a folder or hub id, overriding the configuration's `reward.model` \
+         (default: {}; rewards: {})",
+        defaults.join(", "),
+        rocm::reward::RewardKind::names()
+    )
+}
+
 fn reward_args(command: Command) -> Command {
     command
         .arg(
             Arg::new("reward-model")
                 .long("reward-model")
                 .value_name("DIR")
-                .help(
-                    "The reward's model: a folder or hub id (default: pickscore \
-                     yuvalkirstain/PickScore_v1, clipscore/aesthetic openai/clip-vit-large-patch14, \
-                     hpsv2 xswu/HPSv2)",
-                ),
+                .help(reward_model_help()),
         )
         .arg(
             Arg::new("reward-head")
                 .long("reward-head")
                 .value_name("FILE")
                 .value_parser(clap::value_parser!(PathBuf))
-                .help("The aesthetic reward's head (.pth or .safetensors; default: the embedded LAION head)"),
+                .help("The aesthetic reward's head (.pth or .safetensors), overriding `reward.head` (default: the embedded LAION head)"),
         )
 }
 
@@ -96,7 +107,7 @@ fn config_arg() -> Arg {
         .required(true)
         .value_name("FILE")
         .value_parser(clap::value_parser!(PathBuf))
-        .help("TOML configuration (fields: rocm_trainer::TrainConfig)")
+        .help("TOML run configuration: model, [reward], [prompts], [train] (rocm::run::RunConfig)")
 }
 
 fn lora_arg() -> Arg {

@@ -4,11 +4,12 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use rocm::lora::load_adapters;
+use rocm::models::LcmPipeline;
 use rocm::models::pipeline::NoiseSource;
 use rocm::trainer::images::write_images;
 
 use crate::Failure;
-use crate::train::{check_lora, load_pipeline};
+use crate::train::check_lora;
 
 /// What `rocm sample` was asked to do.
 pub struct SampleArgs {
@@ -41,7 +42,8 @@ pub fn sample(args: &SampleArgs) -> Result<(), Failure> {
         check_lora(lora)?;
     }
     let (device, backend) = rocm::select_device(&args.device)?;
-    let mut pipeline = load_pipeline(&args.model, "--model", &device)?;
+    let mut pipeline = LcmPipeline::from_pretrained(&args.model, &device)
+        .map_err(|e| format!("--model `{}`: {e}", args.model))?;
     eprintln!("loaded {} on {backend}", args.model);
     if let Some(lora) = &args.lora {
         let report = load_adapters(&mut pipeline.unet, lora)

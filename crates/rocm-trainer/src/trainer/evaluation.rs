@@ -4,20 +4,12 @@
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use rocm_divergence::FDivergence;
-use rocm_lora::LoraContainer;
-use rocm_sampler::ConsistencyModel;
+use rocm_sampler::{Base, Branch};
 
-use super::{RocmTrainer, SAMPLES_DIR};
-use crate::{Error, LatentReward, PromptEncoder};
+use super::{RocmTrainer, SAMPLES_DIR, TrainableModel};
+use crate::Error;
 
-impl<const D: usize, M, R, F, P> RocmTrainer<D, M, R, F, P>
-where
-    M: ConsistencyModel<D> + Module + LoraContainer,
-    R: LatentReward<D>,
-    F: FDivergence,
-    P: PromptEncoder<M::Conditioning>,
-{
+impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
     /// The evaluation pairs of the configuration: every `config.eval_prompts` × `config.eval_seeds`
     /// (prompt-major: all seeds of the first prompt first), as parallel lists.
     pub fn evaluation_pairs(&self) -> (Vec<String>, Vec<u64>) {
@@ -40,7 +32,7 @@ where
             return Ok(());
         }
         let (prompts, seeds) = self.evaluation_pairs();
-        let (rewards, images) = self.evaluate_with_images(&prompts, &seeds)?;
+        let (rewards, images) = self.evaluate_with_images(Branch::Policy, &prompts, &seeds)?;
         let mean = rewards.iter().map(|r| f64::from(*r)).sum::<f64>() / rewards.len() as f64;
         let line = serde_json::json!({"step": self.step, "reward_mean": mean, "rewards": rewards});
         let path = out.join("eval.jsonl");
@@ -64,33 +56,57 @@ where
     }
 
     /// The reward of each final latent for the given prompts and noise seeds (one sample per
-    /// pair), sampled without a graph, with the configuration's steps and guidance and the
-    /// adapters as they are (call it inside [`rocm_lora::with_adapters_disabled`] for the base).
-    /// Returns `[reward_i]` in order.
-    pub fn evaluate(&self, prompts: &[String], seeds: &[u64]) -> Result<Vec<f32>, Error> {
-        Ok(self.evaluate_with_images(prompts, seeds)?.0)
+    /// pair), sampled without a graph with the configuration's steps and guidance, by the
+    /// fine-tuned model ([`Branch::Policy`]) or its frozen base ([`Branch::Base`]: the model
+    /// wrapped in [`Base`], whose every call switches the adapters off where it runs, also with
+    /// `concurrent` sampling). Returns `[reward_i]` in order.
+    pub fn evaluate(
+        &self,
+        branch: Branch,
+        prompts: &[String],
+        seeds: &[u64],
+    ) -> Result<Vec<f32>, Error> {
+        Ok(self.evaluate_with_images(branch, prompts, seeds)?.0)
+    }
+
+    /// [`RocmTrainer::evaluate`] of an unconditional model (built with
+    /// [`crate::TrainerBuilder::unconditional`]): one sample per noise seed.
+    ///
+    /// Errors with [`Error::InvalidField`] on a model trained with prompts.
+    pub fn evaluate_unconditional(&self, branch: Branch, seeds: &[u64]) -> Result<Vec<f32>, Error> {
+        if !self.unconditional {
+            return Err(Error::InvalidField {
+                field: "prompts",
+                message: "the model is conditioned on prompts: use `evaluate`".into(),
+            });
+        }
+        let prompts = vec![String::new(); seeds.len()];
+        self.evaluate(branch, &prompts, seeds)
     }
 
     /// [`RocmTrainer::evaluate`], with the scored images when the reward has them
     /// ([`LatentReward::reward_with_images`]): `[prompts.len(), 3, H, W]` in `[0, 1]`.
     pub fn evaluate_with_images(
         &self,
+        branch: Branch,
         prompts: &[String],
         seeds: &[u64],
     ) -> Result<(Vec<f32>, Option<Tensor<4>>), Error> {
         let conditioning = self.encoder.encode(prompts);
-        let trajectory = self
-            .sampler
-            .sample_no_grad(
-                &self.model,
-                &conditioning,
-                self.batch_noise(seeds),
-                &self.sampler_options().with_base(false),
-            )
-            .map_err(|source| Error::Sampler {
-                step: self.step,
-                source,
-            })?;
+        let noise = self.batch_noise(seeds).inner();
+        let options = self.sampler_options().with_base(false);
+        // Without a graph: the inner-backend copy of the model, as `Sampler::sample_no_grad`.
+        let model = self.model.valid();
+        let trajectory = match branch {
+            Branch::Policy => self.sampler.sample(&model, &conditioning, noise, &options),
+            Branch::Base => self
+                .sampler
+                .sample(&Base(&model), &conditioning, noise, &options),
+        }
+        .map_err(|source| Error::Sampler {
+            step: self.step,
+            source,
+        })?;
         let latent = Tensor::<D>::from_data(trajectory.final_latent.into_data(), &self.device);
         let (r, images) = self.reward.reward_with_images(latent, prompts);
         let rewards = r

@@ -3,21 +3,15 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::prelude::*;
 use rand::SeedableRng;
 use rand::rngs::ChaCha8Rng;
 use rocm_lora::LoraContainer;
 
-use super::{RocmTrainer, adamw};
+use super::{RocmTrainer, TrainableModel, adamw};
 use crate::Error;
 use crate::checkpoint::{self, CheckpointState};
 
-impl<const D: usize, M: Module + LoraContainer, R, F, P> RocmTrainer<D, M, R, F, P> {
-    /// `<output_dir>/checkpoints`.
-    pub fn checkpoints_dir(&self) -> PathBuf {
-        self.config.output_dir.join("checkpoints")
-    }
-
+impl<const D: usize, M: TrainableModel<D> + LoraContainer> RocmTrainer<D, M> {
     /// Writes a checkpoint of the current step under `root` (see [`crate::checkpoint`]).
     pub fn save_checkpoint(&self, root: &Path) -> Result<PathBuf, Error> {
         let state = CheckpointState {
