@@ -10,8 +10,8 @@
 //! a graph, and of forward + backward with the gradient taken with respect to the input only
 //! (weights frozen, as in LoRA training): 3×3 convolutions at the UNet's and the VAE's sizes,
 //! GroupNorm(32) followed by SiLU, SiLU alone, nearest 2× upsampling and 8-head self-attention
-//! over 256 tokens (the `small` UNet's 16×16 level). Bad input prints one line on stderr and
-//! exits with code 2.
+//! over 256 tokens (the `small` UNet's 16×16 level). Arguments are parsed with clap (`--help`
+//! lists them); bad input prints one line on stderr and exits with code 2.
 
 #![allow(clippy::print_stdout)] // an example owns the terminal
 
@@ -24,6 +24,9 @@ use burn::tensor::Distribution;
 use burn::tensor::activation::silu;
 use burn::tensor::module::{attention, conv2d, interpolate};
 use burn::tensor::ops::{ConvOptions, InterpolateMode, InterpolateOptions};
+use clap::{Arg, Command};
+
+mod common;
 
 /// `[channels, height = width]` of the convolution rows: the `small` UNet's three levels and
 /// the `small` VAE's two largest.
@@ -120,23 +123,21 @@ fn run(n: usize) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+fn cli() -> Command {
+    Command::new("bench_ops")
+        .about("The bench_rocm workload's operations, timed one at a time")
+        .arg(
+            Arg::new("iters")
+                .long("iters")
+                .value_name("N")
+                .default_value("20")
+                .value_parser(common::at_least_one)
+                .help("Runs per row (the median is printed; at least 1)"),
+        )
+}
+
 fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1);
-    let mut n = 20;
-    while let Some(flag) = args.next() {
-        match (flag.as_str(), args.next().map(|v| v.parse::<usize>())) {
-            ("--iters", Some(Ok(v))) if v > 0 => n = v,
-            _ => {
-                eprintln!("error: usage: bench_ops [--iters N (≥ 1)]");
-                return ExitCode::from(2);
-            }
-        }
-    }
-    match run(n) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
-        }
-    }
+    common::main(cli(), |m| {
+        run(m.get_one::<usize>("iters").copied().unwrap_or(20))
+    })
 }

@@ -25,19 +25,20 @@
 //!
 //! Prints one JSON line with `--json` (`config`, `steps`, `iters`, `s_per_iter` = median,
 //! `peak_rss_mib` = the process's own peak resident set, `backend`, …), else a table.
-//! `--device auto|flex|wgpu|cuda[:N]` (default `auto`). Bad input prints one line on stderr and
-//! exits with code 2.
+//! `--device auto|flex|wgpu|cuda[:N]` (default `auto`). Arguments are parsed with clap (`--help`
+//! lists them); bad input prints one line on stderr and exits with code 2.
 
 #![allow(clippy::print_stdout)] // an example owns the terminal
 
 use std::process::ExitCode;
 use std::time::Instant;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Arg, ArgAction, ArgMatches, Command};
 use rocm::bench::{BenchModels, BenchSize, bench_train_config};
 use rocm::trainer::RocmTrainer;
 
-const USAGE: &str = "usage: bench_rocm --config tiny|small [--iters N] [--warmup W] \
-[--checkpointing on|off] [--concurrent on|off] [--device auto|flex|wgpu|cuda] [--json]";
+mod common;
 
 /// Parsed command line.
 #[derive(Debug)]
@@ -51,51 +52,85 @@ struct Args {
     json: bool,
 }
 
-/// The parsed arguments, or `None` for `--help`.
-fn parse_args() -> Result<Option<Args>, String> {
-    let mut config = None;
-    let mut args = Args {
-        config: BenchSize::Tiny,
-        iters: 10,
-        warmup: 2,
-        checkpointing: false,
-        concurrent: true,
-        device: "auto".into(),
-        json: false,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--config" => config = Some(value()?.parse()?),
-            "--iters" => args.iters = count(&flag, &value()?)?,
-            "--warmup" => args.warmup = count(&flag, &value()?)?,
-            "--checkpointing" => args.checkpointing = on_off(&flag, &value()?)?,
-            "--concurrent" => args.concurrent = on_off(&flag, &value()?)?,
-            "--device" => args.device = value()?,
-            "--json" => args.json = true,
-            "-h" | "--help" => return Ok(None),
-            other => return Err(format!("unknown argument `{other}`; {USAGE}")),
+/// An `on|off` switch, as a `bool`.
+fn on_off(id: &'static str, default: &'static str, help: &'static str) -> Arg {
+    Arg::new(id)
+        .long(id)
+        .value_name("on|off")
+        .default_value(default)
+        .value_parser(PossibleValuesParser::new(["on", "off"]).map(|v| v == "on"))
+        .help(help)
+}
+
+fn cli() -> Command {
+    Command::new("bench_rocm")
+        .about("One ROCM training iteration on a random-weight LCM UNet + VAE, timed")
+        .arg(
+            Arg::new("config")
+                .long("config")
+                .required(true)
+                .value_name("tiny|small")
+                .value_parser(|text: &str| text.parse::<BenchSize>())
+                .help("The workload's size"),
+        )
+        .arg(
+            Arg::new("iters")
+                .long("iters")
+                .value_name("N")
+                .default_value("10")
+                .value_parser(common::at_least_one)
+                .help("Timed iterations (at least 1)"),
+        )
+        .arg(
+            Arg::new("warmup")
+                .long("warmup")
+                .value_name("W")
+                .default_value("2")
+                .value_parser(clap::value_parser!(usize))
+                .help("Untimed iterations first"),
+        )
+        .arg(on_off(
+            "checkpointing",
+            "off",
+            "Per-step gradient checkpointing",
+        ))
+        .arg(on_off(
+            "concurrent",
+            "on",
+            "Independent model calls on a second thread",
+        ))
+        .arg(
+            Arg::new("device")
+                .long("device")
+                .value_name("NAME")
+                .default_value("auto")
+                .help("auto, flex (CPU), wgpu, cuda[:N]"),
+        )
+        .arg(
+            Arg::new("json")
+                .long("json")
+                .action(ArgAction::SetTrue)
+                .help("Print one JSON line instead of a table"),
+        )
+}
+
+impl Args {
+    fn from_matches(m: &ArgMatches) -> Self {
+        let count = |id: &str, default: usize| m.get_one::<usize>(id).copied().unwrap_or(default);
+        let switch = |id: &str| m.get_one::<bool>(id).copied().unwrap_or_default();
+        Self {
+            config: m
+                .get_one::<BenchSize>("config")
+                .copied()
+                .unwrap_or(BenchSize::Tiny),
+            iters: count("iters", 10),
+            warmup: count("warmup", 2),
+            checkpointing: switch("checkpointing"),
+            concurrent: switch("concurrent"),
+            device: m.get_one::<String>("device").cloned().unwrap_or_default(),
+            json: m.get_flag("json"),
         }
     }
-    args.config = config.ok_or(format!("--config is required; {USAGE}"))?;
-    if args.iters == 0 {
-        return Err("--iters must be at least 1".into());
-    }
-    Ok(Some(args))
-}
-
-fn on_off(flag: &str, text: &str) -> Result<bool, String> {
-    match text {
-        "on" => Ok(true),
-        "off" => Ok(false),
-        other => Err(format!("{flag}: `{other}` is not on|off")),
-    }
-}
-
-fn count(flag: &str, text: &str) -> Result<usize, String> {
-    text.parse()
-        .map_err(|_| format!("{flag}: `{text}` is not a count"))
 }
 
 /// The process's peak resident set in MiB (`VmHWM` of `/proc/self/status`; Linux only).
@@ -217,22 +252,5 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(Some(a)) => a,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
-        }
-    }
+    common::main(cli(), |m| run(&Args::from_matches(m)))
 }

@@ -7,32 +7,43 @@
 //! `pairs.json` is a JSON array of objects `{"mu1", "s1", "mu2", "s2"}` (p = N(mu1, s1²),
 //! q = N(mu2, s2²)). The same array is printed to stdout with the fields `kl`, `reverse_kl`, `js`,
 //! `hellinger_sq`, `fisher`, `chi2` and `tv` added (`chi2` is `null` where it is infinite, i.e.
-//! `2 s2² ≤ s1²`). Bad input prints one line on stderr and exits with code 2, printing nothing on
-//! stdout.
+//! `2 s2² ≤ s1²`). Arguments are parsed with clap (`--help` lists them); bad input prints one line
+//! on stderr and exits with code 2, printing nothing on stdout.
 
 #![allow(clippy::print_stdout)] // an example owns the terminal
 
 use std::process::ExitCode;
 
+use clap::{Arg, Command};
 use rocm::divergence::reference::{self, Normal};
 use serde_json::{Map, Value};
 
-fn main() -> ExitCode {
-    match run() {
-        Ok(output) => {
-            println!("{output}");
-            ExitCode::SUCCESS
-        }
-        Err(message) => {
-            eprintln!("error: {message}");
-            ExitCode::from(2)
-        }
-    }
+mod common;
+
+fn cli() -> Command {
+    Command::new("divergences")
+        .about("Divergences between pairs of univariate Gaussians, in f64")
+        .arg(
+            Arg::new("input")
+                .long("input")
+                .required(true)
+                .value_name("PAIRS.json")
+                .help("A JSON array of {\"mu1\", \"s1\", \"mu2\", \"s2\"} objects"),
+        )
 }
 
-fn run() -> Result<String, String> {
-    let path = input_path(std::env::args().skip(1))?;
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
+fn main() -> ExitCode {
+    common::main(cli(), |m| {
+        let path = m.get_one::<String>("input").cloned().unwrap_or_default();
+        // Nothing on stdout unless every pair is valid.
+        let output = run(&path)?;
+        println!("{output}");
+        Ok::<(), String>(())
+    })
+}
+
+fn run(path: &str) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
     let value: Value =
         serde_json::from_str(&text).map_err(|e| format!("{path} is not valid JSON: {e}"))?;
     let Value::Array(items) = value else {
@@ -46,14 +57,6 @@ fn run() -> Result<String, String> {
         .map(|(i, item)| with_divergences(item).map_err(|e| format!("{path}: element {i}: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
     serde_json::to_string_pretty(&Value::Array(out)).map_err(|e| e.to_string())
-}
-
-fn input_path(mut args: impl Iterator<Item = String>) -> Result<String, String> {
-    let usage = "usage: divergences --input PAIRS.json";
-    match (args.next().as_deref(), args.next(), args.next()) {
-        (Some("--input"), Some(path), None) => Ok(path),
-        _ => Err(usage.to_string()),
-    }
 }
 
 fn with_divergences(item: Value) -> Result<Value, String> {

@@ -20,7 +20,8 @@
 //!   8-bit quantisation `(x·255).round()` of the PNGs.
 //!
 //! `--device auto|flex|wgpu|cuda[:N]` (default `auto`) picks a backend compiled in by Cargo
-//! feature. Bad input prints one line on stderr and exits with code 2.
+//! feature. Arguments are parsed with clap (`--help` lists them); bad input prints one line on
+//! stderr and exits with code 2.
 
 #![allow(clippy::print_stdout)] // an example owns the terminal
 
@@ -30,13 +31,13 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use burn::prelude::*;
+use clap::{Arg, ArgAction, ArgMatches, Command};
 use rocm::models::pipeline::{LcmPipeline, NoiseSource};
 use rocm::sampler::SamplerNoise;
 use rocm::trainer::images::write_images;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
-const USAGE: &str = "usage: sample --model DIR|ORG/NAME --prompt TEXT [--prompt TEXT …] [--steps K] \
-[--guidance G] [--seed S] --out DIR [--noise FILE] [--out-tensor FILE] [--device auto|flex|wgpu|cuda]";
+mod common;
 
 /// Parsed command line.
 #[derive(Debug)]
@@ -52,18 +53,106 @@ struct Args {
     device: String,
 }
 
-fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("error: {message}");
-            ExitCode::from(2)
+fn cli() -> Command {
+    Command::new("sample")
+        .about("Text-to-image with a latent consistency model pipeline")
+        .arg(
+            Arg::new("model")
+                .long("model")
+                .required(true)
+                .value_name("DIR|ORG/NAME")
+                .help("A diffusers LCM pipeline folder, or a hub id in the local Hugging Face cache"),
+        )
+        .arg(
+            Arg::new("prompt")
+                .long("prompt")
+                .required(true)
+                .action(ArgAction::Append)
+                .allow_hyphen_values(true)
+                .value_name("TEXT")
+                .help("A prompt (repeatable: one image each)"),
+        )
+        .arg(
+            Arg::new("steps")
+                .long("steps")
+                .value_name("K")
+                .default_value("4")
+                .value_parser(common::at_least_one)
+                .help("Sampler steps K (at least 1)"),
+        )
+        .arg(
+            Arg::new("guidance")
+                .long("guidance")
+                .value_name("G")
+                .default_value("8.0")
+                .value_parser(clap::value_parser!(f32))
+                .help("Guidance scale g (w = g - 1, embedded)"),
+        )
+        .arg(
+            Arg::new("seed")
+                .long("seed")
+                .value_name("S")
+                .default_value("0")
+                .value_parser(clap::value_parser!(u64))
+                .help("Noise seed (unused with --noise)"),
+        )
+        .arg(
+            Arg::new("out")
+                .long("out")
+                .required(true)
+                .value_name("DIR")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("Output folder: image-<i>.png and grid.png"),
+        )
+        .arg(
+            Arg::new("noise")
+                .long("noise")
+                .value_name("FILE")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("safetensors with `latents` [B,4,h,w] and `noise` [K-1,B,4,h,w] (f32), instead of the RNG"),
+        )
+        .arg(
+            Arg::new("out-tensor")
+                .long("out-tensor")
+                .value_name("FILE")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("Also write the images as safetensors `image` [B,3,H,W] f32 in [0, 1]"),
+        )
+        .arg(
+            Arg::new("device")
+                .long("device")
+                .value_name("NAME")
+                .default_value("auto")
+                .help("auto, flex (CPU), wgpu, cuda[:N]"),
+        )
+}
+
+impl Args {
+    fn from_matches(m: &ArgMatches) -> Self {
+        let string = |id: &str| m.get_one::<String>(id).cloned().unwrap_or_default();
+        let path = |id: &str| m.get_one::<PathBuf>(id).cloned();
+        Self {
+            model: string("model"),
+            prompts: m
+                .get_many::<String>("prompt")
+                .map(|p| p.cloned().collect())
+                .unwrap_or_default(),
+            steps: m.get_one::<usize>("steps").copied().unwrap_or(4),
+            guidance: m.get_one::<f32>("guidance").copied().unwrap_or(8.0),
+            seed: m.get_one::<u64>("seed").copied().unwrap_or(0),
+            out: path("out").unwrap_or_default(),
+            noise: path("noise"),
+            out_tensor: path("out-tensor"),
+            device: string("device"),
         }
     }
 }
 
-fn run() -> Result<(), String> {
-    let args = parse_args(std::env::args().skip(1))?;
+fn main() -> ExitCode {
+    common::main(cli(), |m| run(&Args::from_matches(m)))
+}
+
+fn run(args: &Args) -> Result<(), String> {
     let (device, backend) = rocm::select_device(&args.device).map_err(|e| e.to_string())?;
     eprintln!("loading {} on {backend}", args.model);
     let pipeline = LcmPipeline::from_pretrained(&args.model, &device).map_err(|e| e.to_string())?;
@@ -97,48 +186,6 @@ fn run() -> Result<(), String> {
         println!("{}", path.display());
     }
     Ok(())
-}
-
-fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
-    let mut args = Args {
-        model: String::new(),
-        prompts: Vec::new(),
-        steps: 4,
-        guidance: 8.0,
-        seed: 0,
-        out: PathBuf::new(),
-        noise: None,
-        out_tensor: None,
-        device: "auto".into(),
-    };
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or(format!("{flag} needs a value\n{USAGE}"));
-        match flag.as_str() {
-            "--model" => args.model = value()?,
-            "--prompt" => args.prompts.push(value()?),
-            "--steps" => args.steps = parse_number(&flag, &value()?)?,
-            "--guidance" => args.guidance = parse_number(&flag, &value()?)?,
-            "--seed" => args.seed = parse_number(&flag, &value()?)?,
-            "--out" => args.out = value()?.into(),
-            "--noise" => args.noise = Some(value()?.into()),
-            "--out-tensor" => args.out_tensor = Some(value()?.into()),
-            "--device" => args.device = value()?,
-            "-h" | "--help" => return Err(USAGE.into()),
-            other => return Err(format!("unknown option `{other}`\n{USAGE}")),
-        }
-    }
-    if args.model.is_empty() || args.prompts.is_empty() || args.out.as_os_str().is_empty() {
-        return Err(format!("--model, --prompt and --out are required\n{USAGE}"));
-    }
-    if args.steps == 0 {
-        return Err("--steps must be at least 1".into());
-    }
-    Ok(args)
-}
-
-fn parse_number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, String> {
-    text.parse()
-        .map_err(|_| format!("{flag}: `{text}` is not a valid number"))
 }
 
 /// Reads `latents` `[B,C,h,w]` and `noise` `[K−1,B,C,h,w]` (f32) from a safetensors file.

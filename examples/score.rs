@@ -11,8 +11,8 @@
 //! the LAION head embedded in rocm-rewards, `AestheticHead::laion`), `--image FILE` (repeatable),
 //! `--prompt TEXT`, `--device NAME` (`auto`, `flex`, `wgpu`, `cuda`). Prints `path<TAB>score` per image.
 //! Grayscale, palette, 16-bit and RGBA PNGs are converted to 8-bit RGB (alpha dropped, as PIL's
-//! `convert("RGB")`); any size works (the reward resizes). A missing or corrupt file, or a bad option, prints
-//! one line on stderr and exits with code 2.
+//! `convert("RGB")`); any size works (the reward resizes). Arguments are parsed with clap (`--help` lists
+//! them); a missing or corrupt file, or a bad option, prints one line on stderr and exits with code 2.
 
 #![allow(clippy::print_stdout)] // an example owns the terminal
 
@@ -22,19 +22,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use burn::prelude::*;
+use clap::{Arg, ArgAction, ArgMatches, Command};
 use rocm::rewards::RewardModel;
 
-fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("error: {message}");
-            ExitCode::from(2)
-        }
-    }
-}
+mod common;
 
-#[derive(Default)]
+/// Parsed command line.
 struct Args {
     reward: String,
     model: Option<String>,
@@ -44,30 +37,74 @@ struct Args {
     device: String,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        device: "auto".into(),
-        ..Args::default()
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--reward" => args.reward = value()?,
-            "--model" => args.model = Some(value()?),
-            "--head" => args.head = Some(value()?.into()),
-            "--image" => args.images.push(value()?.into()),
-            "--prompt" => args.prompt = value()?,
-            "--device" => args.device = value()?,
-            other => return Err(format!("unknown option `{other}`")),
+fn cli() -> Command {
+    Command::new("score")
+        .about("Scores PNG images with a reward model")
+        .arg(
+            Arg::new("reward")
+                .long("reward")
+                .required(true)
+                .value_name("NAME")
+                .help("aesthetic, clipscore, clipscore-paper, pickscore, hpsv2, color, compressibility"),
+        )
+        .arg(
+            Arg::new("model")
+                .long("model")
+                .value_name("DIR")
+                .help("The reward's model: a folder or hub id (default: the reward's usual hub id)"),
+        )
+        .arg(
+            Arg::new("head")
+                .long("head")
+                .value_name("FILE")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("The aesthetic head (.pth or .safetensors; default: the embedded LAION head)"),
+        )
+        .arg(
+            Arg::new("image")
+                .long("image")
+                .required(true)
+                .action(ArgAction::Append)
+                .value_name("FILE")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("A PNG to score (repeatable)"),
+        )
+        .arg(
+            Arg::new("prompt")
+                .long("prompt")
+                .default_value("")
+                .allow_hyphen_values(true)
+                .value_name("TEXT")
+                .help("The prompt the images are scored against"),
+        )
+        .arg(
+            Arg::new("device")
+                .long("device")
+                .value_name("NAME")
+                .default_value("auto")
+                .help("auto, flex (CPU), wgpu, cuda[:N]"),
+        )
+}
+
+impl Args {
+    fn from_matches(m: &ArgMatches) -> Self {
+        let string = |id: &str| m.get_one::<String>(id).cloned();
+        Self {
+            reward: string("reward").unwrap_or_default(),
+            model: string("model"),
+            head: m.get_one::<PathBuf>("head").cloned(),
+            images: m
+                .get_many::<PathBuf>("image")
+                .map(|p| p.cloned().collect())
+                .unwrap_or_default(),
+            prompt: string("prompt").unwrap_or_default(),
+            device: string("device").unwrap_or_default(),
         }
     }
-    if args.reward.is_empty() || args.images.is_empty() {
-        return Err(
-            "usage: score --reward NAME [--model DIR] --image a.png [--prompt TEXT]".into(),
-        );
-    }
-    Ok(args)
+}
+
+fn main() -> ExitCode {
+    common::main(cli(), |m| run(&Args::from_matches(m)))
 }
 
 /// Reads a PNG as `[1, 3, H, W]` RGB in `[0, 1]`.
@@ -104,8 +141,7 @@ fn read_png(path: &Path, device: &Device) -> Result<Tensor<4>, String> {
     ))
 }
 
-fn run() -> Result<(), String> {
-    let args = parse_args()?;
+fn run(args: &Args) -> Result<(), String> {
     let (device, _) = rocm::select_device(&args.device).map_err(|e| e.to_string())?;
     // Read every image first: a bad file fails before any model is loaded.
     let images = args
