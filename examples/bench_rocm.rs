@@ -169,19 +169,17 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         (models.base_params, models.lora_params, models.lora_layers);
     let config = bench_train_config(args.checkpointing, args.concurrent);
     let steps = config.num_steps;
-    let divergence = config.divergence()?;
     let conditioning = models.conditioning;
     let encode = move |prompts: &[String]| conditioning.clone().repeat_dim(0, prompts.len());
-    let mut trainer = RocmTrainer::new(
-        models.unet,
-        models.reward,
-        divergence,
-        encode,
-        vec![String::new()],
-        models.latent_shape,
-        config,
-        device,
-    )?;
+    // SD 1.5's LCM schedule: the random-weight UNet has no schedule of its own.
+    let mut trainer = RocmTrainer::builder(config)
+        .model(models.unet)
+        .reward(models.reward)
+        .prompts(vec![String::new()], encode)
+        .scheduler(rocm::sampler::LcmScheduler::default())
+        .latent_shape(models.latent_shape)
+        .device(device)
+        .build()?;
     let mut seconds = Vec::with_capacity(args.iters);
     let mut losses = Vec::with_capacity(args.iters);
     for i in 0..args.warmup + args.iters {

@@ -7,7 +7,7 @@
 //! Options: `--reward NAME` (`aesthetic`, `clipscore`, `clipscore-paper`, `pickscore`, `hpsv2`, `color`,
 //! `compressibility`), `--model DIR` (a transformers `CLIPModel` folder or hub id; for `hpsv2` a folder with
 //! an open_clip checkpoint; for `aesthetic` the CLIP ViT-L/14 folder; default: the reward's usual hub
-//! id, `rocm::reward::default_model`, looked up in the local Hugging Face cache), `--head FILE` (aesthetic head, default:
+//! id, `rocm::reward::RewardKind::default_model`, looked up in the local Hugging Face cache), `--head FILE` (aesthetic head, default:
 //! the LAION head embedded in rocm-rewards, `AestheticHead::laion`), `--image FILE` (repeatable),
 //! `--prompt TEXT`, `--device NAME` (`auto`, `flex`, `wgpu`, `cuda`). Prints `path<TAB>score` per image.
 //! Grayscale, palette, 16-bit and RGBA PNGs are converted to 8-bit RGB (alpha dropped, as PIL's
@@ -149,12 +149,11 @@ fn run(args: &Args) -> Result<(), String> {
         .iter()
         .map(|p| read_png(p, &device))
         .collect::<Result<Vec<_>, _>>()?;
-    let reward = rocm::reward::by_name(
-        &args.reward,
-        args.model.as_deref(),
-        args.head.as_deref(),
-        &device,
-    )?;
+    let kind: rocm::reward::RewardKind =
+        args.reward.parse().map_err(|e| format!("--reward: {e}"))?;
+    let reward = kind
+        .load(args.model.as_deref(), args.head.as_deref(), &device)
+        .map_err(|e| e.to_string())?;
     for (path, image) in args.images.iter().zip(images) {
         let score = reward
             .reward(image, std::slice::from_ref(&args.prompt))
