@@ -237,15 +237,27 @@ where
     let final_term = objective.final_term(leaf.clone());
     let mut step_terms = vec![None; trajectory.num_steps()];
     let mut loss = final_term.clone().inner().mean();
-    let last = trajectory.num_steps().checked_sub(1);
+    let total = trajectory.num_steps();
+    // Steps whose model output is detached (`grad_steps`) pass no gradient to the parameters,
+    // nor to anything before them: they are neither recomputed nor back-propagated.
+    let trained = |k: usize| !options.detaches_step(k, total);
+    let last = total.checked_sub(1).filter(|&k| trained(k));
     // The backward of the final term runs while the last step is recomputed, and so on down.
     let (mut upstream, mut current) = run_pair(
         options.concurrent,
         || backward_into(final_term.clone().mean(), &leaf, model, &mut acc),
         || last.map(&recompute),
     );
-    for k in (0..trajectory.num_steps()).rev() {
-        let (leaf, step, x_next) = current.take().expect("recomputed above");
+    for k in (0..total).rev() {
+        let Some((leaf, step, x_next)) = current.take() else {
+            // A detached step: its term from the recorded forward (same values), no gradient.
+            if let Some(t) = objective.step_term(&trajectory.steps[k]) {
+                let t = t.inner();
+                loss = loss + t.clone().mean();
+                step_terms[k] = Some(t);
+            }
+            continue;
+        };
         let term = objective.step_term(&step);
         let vjp = upstream.take().map(|g| (x_next * g).sum());
         let local = match (vjp, &term) {
@@ -259,10 +271,11 @@ where
         }
         step_terms[k] = term.map(Tensor::inner);
         let step_model = model_for(k);
+        let previous = k.checked_sub(1).filter(|&j| trained(j));
         (upstream, current) = run_pair(
-            options.concurrent && k > 0, // step 0 has no predecessor to recompute
+            options.concurrent && previous.is_some(),
             || local.and_then(|l| backward_into(l, &leaf, step_model, &mut acc)),
-            || k.checked_sub(1).map(&recompute),
+            || previous.map(&recompute),
         );
     }
     Ok(TrajectoryGradients {

@@ -36,6 +36,12 @@ pub struct SamplerOptions<C> {
     /// switches the adapters off where it runs), and record the reference with
     /// [`SamplerOptions::with_base`].
     pub concurrent: bool,
+    /// Back-propagate through the model calls of the last `n` steps only (default `None`: all
+    /// of them). The earlier calls' outputs are detached, so no gradient reaches the
+    /// parameters from them (the latent chain itself is not cut): DRaFT-`n` (`n = 1`:
+    /// DRaFT-1) and, without a divergence, AlignProp's truncated backprop on an LCM. With
+    /// [`crate::GradientMode::Checkpointed`] the detached steps are not recomputed at all.
+    pub grad_steps: Option<usize>,
 }
 
 impl<C> SamplerOptions<C> {
@@ -48,7 +54,20 @@ impl<C> SamplerOptions<C> {
             guidance: Guidance::None,
             record_base: false,
             concurrent: false,
+            grad_steps: None,
         }
+    }
+
+    /// Back-propagates through the last `n` steps' model calls only (see
+    /// [`SamplerOptions::grad_steps`]); `None` for all.
+    pub fn with_grad_steps(self, grad_steps: Option<usize>) -> Self {
+        Self { grad_steps, ..self }
+    }
+
+    /// Whether step `k` of a `total`-step run has its model output detached
+    /// ([`SamplerOptions::grad_steps`]).
+    pub fn detaches_step(&self, k: usize, total: usize) -> bool {
+        self.grad_steps.is_some_and(|n| k + n < total)
     }
 
     /// Sets the timestep spacing.
@@ -147,7 +166,8 @@ impl Sampler {
             let next = timesteps
                 .get(k + 1)
                 .map(|&t_next| (t_next, zs.next().expect("checked")));
-            let (step, x_next) = self.step(model, conditioning, options, k, t, x, next);
+            let detach = options.detaches_step(k, timesteps.len());
+            let (step, x_next) = self.step(model, conditioning, options, k, t, x, next, detach);
             steps.push(step);
             x = x_next;
         }
@@ -173,6 +193,31 @@ impl Sampler {
         Ok(trajectory.detach())
     }
 
+    /// The consistency function of one state, `f(x, t)`, of the policy or its frozen base
+    /// ([`Branch`]) under the options' guidance: what one step of [`Sampler::sample`] computes
+    /// before re-noising. With a graph on an autodiff device (the policy-gradient baselines
+    /// recompute each stored transition's mean with it).
+    ///
+    /// # Shapes
+    /// - `x` and the output: `[B, …]`
+    pub fn denoise_state<const D: usize, M>(
+        &self,
+        model: &M,
+        conditioning: &M::Conditioning,
+        options: &SamplerOptions<M::Conditioning>,
+        timestep: usize,
+        x: Tensor<D>,
+        branch: Branch,
+    ) -> Tensor<D>
+    where
+        M: ConsistencyModel<D>,
+    {
+        let prediction = options
+            .guidance
+            .predict(model, x.clone(), timestep, conditioning, branch);
+        self.scheduler.denoise(prediction, timestep, x)
+    }
+
     /// One step from `x` at `t`: the recorded step and the next state (`x_{k+1}` or the output).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn step<const D: usize, M>(
@@ -184,19 +229,23 @@ impl Sampler {
         timestep: usize,
         latent: Tensor<D>,
         next: Option<(usize, Tensor<D>)>,
+        detach: bool,
     ) -> (TrajectoryStep<D>, Tensor<D>)
     where
         M: ConsistencyModel<D>,
     {
         let guidance = &options.guidance;
         let policy = || {
-            let prediction = guidance.predict(
+            let mut prediction = guidance.predict(
                 model,
                 latent.clone(),
                 timestep,
                 conditioning,
                 Branch::Policy,
             );
+            if detach {
+                prediction.output = prediction.output.detach();
+            }
             self.scheduler.denoise(prediction, timestep, latent.clone())
         };
         let base = || {

@@ -36,7 +36,7 @@ pub const STATE_FILE: &str = "state.json";
 pub const LATEST_FILE: &str = "latest";
 
 /// Where a run is: enough to continue it exactly.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointState {
     /// Iterations completed.
     pub step: usize,
@@ -44,6 +44,9 @@ pub struct CheckpointState {
     pub seed: u64,
     /// The RNG's position in its stream, in 32-bit words (a decimal string: it is a u128).
     pub rng_word_pos: String,
+    /// The per-prompt reward buffers of RLCM and DPOK (absent for ROCM and D3PO).
+    #[serde(default, skip_serializing_if = "crate::PerPromptStatTracker::is_empty")]
+    pub stat_tracker: crate::PerPromptStatTracker,
 }
 
 /// The checkpoint directory of `step` under `root`.

@@ -14,6 +14,7 @@ use rocm_lora::{InitLoraWeights, LoraConfig, TargetModules};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+use crate::algorithm::{AlgorithmKind, D3poConfig, DpokConfig, RlcmConfig};
 use crate::schedule::LrSchedule;
 
 /// How the divergence of a step is reduced over the latent's elements (docs/method.md §4).
@@ -111,6 +112,19 @@ impl LoraSection {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
+    /// The algorithm (default `rocm`; the baselines `rlcm`, `dpok`, `d3po` read their own
+    /// table below).
+    pub algorithm: AlgorithmKind,
+    /// ROCM only: back-propagate through the model calls of the last this many sampler steps
+    /// (DRaFT-K; with β = 0, AlignProp's truncated backprop on an LCM); 0 for all of them
+    /// (default 0, the paper's ROCM).
+    pub backprop_steps: usize,
+    /// RLCM's settings (`[train.rlcm]`).
+    pub rlcm: RlcmConfig,
+    /// DPOK's settings (`[train.dpok]`).
+    pub dpok: DpokConfig,
+    /// D3PO's settings (`[train.d3po]`).
+    pub d3po: D3poConfig,
     /// `K`, sampler steps per rollout (default 8).
     pub num_steps: usize,
     /// Guidance scale `g` (default 7.5).
@@ -189,6 +203,11 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
+            algorithm: AlgorithmKind::Rocm,
+            backprop_steps: 0,
+            rlcm: RlcmConfig::default(),
+            dpok: DpokConfig::default(),
+            d3po: D3poConfig::default(),
             num_steps: 8,
             guidance_scale: 7.5,
             guidance: GuidanceKind::Embedded,
@@ -273,6 +292,49 @@ impl TrainConfig {
         }
         if let Err(message) = self.divergence.validate() {
             return bad("divergence", message);
+        }
+        if self.backprop_steps > self.num_steps {
+            return bad(
+                "backprop_steps",
+                format!(
+                    "{} exceeds num_steps = {} (0 back-propagates through all steps)",
+                    self.backprop_steps, self.num_steps
+                ),
+            );
+        }
+        if self.backprop_steps > 0 && self.algorithm != AlgorithmKind::Rocm {
+            return bad(
+                "backprop_steps",
+                format!(
+                    "truncated backprop is a ROCM option, not `{}`'s",
+                    self.algorithm.name()
+                ),
+            );
+        }
+        let checked = match self.algorithm {
+            AlgorithmKind::Rocm => Ok(()),
+            AlgorithmKind::Rlcm => self.rlcm.validate(),
+            AlgorithmKind::Dpok => self.dpok.validate(),
+            AlgorithmKind::D3po => self.d3po.validate(),
+        };
+        if let Err((field, message)) = checked {
+            return bad(field, message);
+        }
+        let per_prompt = match self.algorithm {
+            AlgorithmKind::Rlcm => Some(("rlcm.samples_per_prompt", self.rlcm.samples_per_prompt)),
+            AlgorithmKind::Dpok => Some(("dpok.samples_per_prompt", self.dpok.samples_per_prompt)),
+            _ => None,
+        };
+        if let Some((field, n)) = per_prompt
+            && n * self.batch_size * self.gradient_accumulation_steps < 2
+        {
+            return bad(
+                field,
+                "one sample per iteration: its advantage is always 0 (the reward minus the \
+                 mean of a batch of one), so nothing would be learned; sample at least 2 images \
+                 per prompt or per iteration"
+                    .into(),
+            );
         }
         if self.lora.r == 0 {
             return bad("lora.r", "must be at least 1".into());
@@ -416,6 +478,21 @@ mod tests {
     #[test]
     fn every_field_round_trips_with_non_default_values() {
         let c = TrainConfig {
+            algorithm: AlgorithmKind::Dpok,
+            backprop_steps: 0,
+            rlcm: RlcmConfig {
+                clip_range: 0.2,
+                last_step: crate::algorithm::LastStep::Skip,
+                ..RlcmConfig::default()
+            },
+            dpok: DpokConfig {
+                kl: crate::algorithm::DpokKl::Exact,
+                ..DpokConfig::default()
+            },
+            d3po: D3poConfig {
+                beta: 0.5,
+                eps: 0.2,
+            },
             num_steps: 4,
             guidance_scale: 3.0,
             guidance: GuidanceKind::None,
@@ -453,5 +530,31 @@ mod tests {
             output_dir: PathBuf::from("out"),
         };
         assert_eq!(TrainConfig::from_toml_str(&c.to_toml(), "x").unwrap(), c);
+    }
+
+    #[test]
+    fn baselines_parse_and_a_batch_of_one_is_refused() {
+        let text = "algorithm = \"rlcm\"\n[rlcm]\nclip_range = 0.001\nlast_step = \"skip\"\n";
+        let c = TrainConfig::from_toml_str(text, "x").unwrap();
+        assert_eq!(c.algorithm, AlgorithmKind::Rlcm);
+        assert_eq!(c.rlcm.last_step, crate::algorithm::LastStep::Skip);
+        let one = "algorithm = \"rlcm\"\n[rlcm]\nsamples_per_prompt = 1\n";
+        let msg = TrainConfig::from_toml_str(one, "x")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("rlcm.samples_per_prompt") && msg.contains("always 0"),
+            "{msg}"
+        );
+        let two = "algorithm = \"rlcm\"\nbatch_size = 2\n[rlcm]\nsamples_per_prompt = 1\n";
+        assert!(TrainConfig::from_toml_str(two, "x").is_ok());
+        let msg = TrainConfig::from_toml_str("algorithm = \"ppo\"\n", "x")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("rlcm") && msg.contains("d3po"), "{msg}");
+        let msg = TrainConfig::from_toml_str("num_steps = 4\nbackprop_steps = 5\n", "x")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("backprop_steps"), "{msg}");
     }
 }

@@ -15,6 +15,7 @@
 //! | settings (typed, TOML, unknown fields rejected) | [`TrainConfig`] |
 //! | assembling a trainer from its parts | [`TrainerBuilder`] |
 //! | the loss of one rollout | [`RocmObjective`] |
+//! | the baselines RLCM, DPOK, D3PO (and truncated ROCM) | [`algorithm`] |
 //! | global-norm gradient clipping | [`grads`] |
 //! | learning-rate schedules | [`LrSchedule`] |
 //! | metrics, JSONL + CSV | [`IterationMetrics`], [`MetricsWriter`] |
@@ -86,6 +87,8 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod algorithm;
+pub mod baselines;
 pub mod checkpoint;
 mod config;
 mod diffusers;
@@ -100,6 +103,8 @@ mod schedule;
 pub mod toy;
 mod trainer;
 
+pub use algorithm::AlgorithmKind;
+pub use baselines::PerPromptStatTracker;
 pub use config::{GuidanceKind, LoraSection, ReductionKind, TrainConfig};
 pub use error::Error;
 pub use metrics::{IterationMetrics, MetricsWriter};

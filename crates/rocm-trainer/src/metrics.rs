@@ -11,7 +11,7 @@ use crate::error::io;
 
 /// What one training iteration measured (all means are over the iteration's whole batch,
 /// every micro-batch included).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct IterationMetrics {
     /// The 1-based iteration (= optimizer updates so far).
     pub step: usize,
@@ -29,12 +29,29 @@ pub struct IterationMetrics {
     pub lr: f64,
     /// Wall-clock seconds of the iteration.
     pub seconds: f64,
+    /// The population standard deviation of the batch's rewards.
+    #[serde(default)]
+    pub reward_std: f64,
+    /// `½ mean (lp − lp_old)²` of the policy-gradient baselines (0 for ROCM).
+    #[serde(default)]
+    pub approx_kl: f64,
+    /// The fraction of transitions whose ratio left the clip window (baselines; 0 for ROCM).
+    #[serde(default)]
+    pub clipfrac: f64,
+    /// Reward-model evaluations this iteration.
+    #[serde(default)]
+    pub reward_queries: usize,
+    /// Images sampled this iteration.
+    #[serde(default)]
+    pub images_sampled: usize,
 }
 
 impl IterationMetrics {
     /// The CSV header for `steps` non-final sampler steps.
     pub fn csv_header(steps: usize) -> String {
-        let mut h = "step,reward_mean,divergence_mean,loss,grad_norm,lr,seconds".to_string();
+        let mut h = "step,reward_mean,divergence_mean,loss,grad_norm,lr,seconds,reward_std,\
+                     approx_kl,clipfrac,reward_queries,images_sampled"
+            .to_string();
         for k in 0..steps {
             h.push_str(&format!(",divergence_{k}"));
         }
@@ -44,14 +61,19 @@ impl IterationMetrics {
     /// One CSV row, in [`IterationMetrics::csv_header`]'s order.
     pub fn csv_row(&self) -> String {
         let mut r = format!(
-            "{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{}",
             self.step,
             self.reward_mean,
             self.divergence_mean,
             self.loss,
             self.grad_norm,
             self.lr,
-            self.seconds
+            self.seconds,
+            self.reward_std,
+            self.approx_kl,
+            self.clipfrac,
+            self.reward_queries,
+            self.images_sampled
         );
         for d in &self.divergence_per_step {
             r.push_str(&format!(",{d}"));
@@ -144,6 +166,11 @@ mod tests {
             grad_norm: 2.0,
             lr: 1e-3,
             seconds: 0.01,
+            reward_std: 0.1,
+            approx_kl: 1e-9,
+            clipfrac: 0.5,
+            reward_queries: 2,
+            images_sampled: 2,
         };
         {
             let mut w = MetricsWriter::open(&dir).unwrap();

@@ -252,6 +252,7 @@ mod tests {
                 grad_norm: 0.0,
                 lr: 0.0,
                 seconds: 0.5,
+                ..IterationMetrics::default()
             })
             .collect();
         let written = metrics_plots(&dir, &metrics).unwrap();

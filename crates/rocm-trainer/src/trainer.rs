@@ -12,6 +12,7 @@ use rocm_sampler::{
 
 mod builder;
 mod evaluation;
+mod policy_gradient;
 mod resume;
 
 pub use builder::{MissingPart, TrainerBuilder};
@@ -67,6 +68,8 @@ pub struct RocmTrainer<const D: usize, M: TrainableModel<D>> {
     encoder: BoxedEncoder<M::Conditioning>,
     prompts: Vec<String>,
     unconditional: bool,
+    /// The per-prompt reward statistics of RLCM (advantages) and DPOK (baseline).
+    tracker: crate::PerPromptStatTracker,
     latent_shape: [usize; D],
     config: TrainConfig,
     sampler: Sampler,
@@ -85,8 +88,20 @@ pub struct IterationGradients {
     pub loss: f64,
     /// `mean_b R(x_K)` over the whole batch.
     pub reward_mean: f64,
-    /// `mean_b D_k` of every non-final step, without β.
+    /// The population standard deviation of the batch's rewards.
+    pub reward_std: f64,
+    /// `mean_b D_k` of every non-final step, without β (empty for RLCM, which never evaluates
+    /// the base).
     pub divergence_per_step: Vec<f64>,
+    /// `½ mean (lp − lp_old)²` over the trained transitions (policy-gradient baselines; 0 for
+    /// ROCM).
+    pub approx_kl: f64,
+    /// The fraction of trained transitions whose ratio left the clip window (baselines).
+    pub clipfrac: f64,
+    /// Reward-model evaluations this iteration.
+    pub reward_queries: usize,
+    /// Images (final latents) sampled this iteration.
+    pub images_sampled: usize,
 }
 
 /// The folder of the evaluation grids under the output directory.
@@ -165,10 +180,12 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
             GuidanceKind::Embedded => Guidance::embedded(self.config.guidance_scale),
             GuidanceKind::None => Guidance::None,
         };
+        let grad_steps = (self.config.backprop_steps > 0).then_some(self.config.backprop_steps);
         SamplerOptions::new(self.config.num_steps)
             .with_guidance(guidance)
             .with_base(true)
             .with_concurrent(self.config.concurrent)
+            .with_grad_steps(grad_steps)
     }
 
     /// The noise of a batch: sample `i` is `SamplerNoise::from_seed(latent_shape, K, seeds[i])`.
@@ -191,6 +208,9 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
     ///
     /// Errors when the sampler refuses the options or the loss is not finite.
     pub fn iteration_gradients(&mut self) -> Result<IterationGradients, Error> {
+        if self.config.algorithm.is_policy_gradient() {
+            return self.policy_gradient_iteration();
+        }
         let step = self.step + 1;
         let (b, micro) = (
             self.config.batch_size,
@@ -210,7 +230,7 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
             GradientMode::Plain
         };
         let mut acc = GradientsAccumulator::<M>::new();
-        let (mut reward_sum, mut loss_sum) = (0.0f64, 0.0f64);
+        let (mut rewards, mut loss_sum) = (Vec::new(), 0.0f64);
         let mut div_sums = vec![0.0f64; self.config.num_steps.saturating_sub(1)];
         for chunk in draws.chunks(b) {
             let prompts: Vec<String> = chunk.iter().map(|(p, _)| p.clone()).collect();
@@ -235,7 +255,7 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
                 )
                 .map_err(|source| Error::Sampler { step, source })?;
             loss_sum += f64::from(out.loss.into_scalar::<f32>());
-            reward_sum -= host_sum(out.final_term);
+            rewards.extend(host_values(out.final_term).into_iter().map(|r| -r));
             for s in &out.trajectory.steps {
                 let d = s
                     .policy
@@ -249,7 +269,13 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
         }
         let n = (b * micro) as f64;
         let loss = loss_sum / micro as f64;
-        let reward_mean = reward_sum / n;
+        let reward_mean = rewards.iter().sum::<f64>() / n;
+        let reward_std = (rewards
+            .iter()
+            .map(|r| (r - reward_mean).powi(2))
+            .sum::<f64>()
+            / n)
+            .sqrt();
         if !loss.is_finite() {
             return Err(Error::NonFinite {
                 step,
@@ -265,7 +291,12 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
             grads,
             loss,
             reward_mean,
+            reward_std,
             divergence_per_step: div_sums.iter().map(|d| d / n).collect(),
+            approx_kl: 0.0,
+            clipfrac: 0.0,
+            reward_queries: b * micro,
+            images_sampled: b * micro,
         })
     }
 
@@ -280,7 +311,12 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
             mut grads,
             loss,
             reward_mean,
+            reward_std,
             divergence_per_step,
+            approx_kl,
+            clipfrac,
+            reward_queries,
+            images_sampled,
         } = self.iteration_gradients()?;
         let grad_norm = grads::clip_global_norm(&self.model, &mut grads, self.config.max_grad_norm);
         if !grad_norm.is_finite() {
@@ -309,6 +345,11 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
             grad_norm,
             lr,
             seconds: start.elapsed().as_secs_f64(),
+            reward_std,
+            approx_kl,
+            clipfrac,
+            reward_queries,
+            images_sampled,
         };
         log::debug!("{metrics:?}");
         Ok(metrics)
@@ -349,13 +390,18 @@ impl<const D: usize, M: TrainableModel<D> + rocm_lora::LoraContainer> RocmTraine
     }
 }
 
-/// The sum of a `[B]` tensor, on the host in f64.
-fn host_sum(t: Tensor<1>) -> f64 {
+/// The values of a `[B]` tensor, on the host in f64.
+fn host_values(t: Tensor<1>) -> Vec<f64> {
     t.into_data()
         .convert::<f32>()
         .try_into_vec::<f32>()
         .unwrap_or_default()
         .iter()
         .map(|v| f64::from(*v))
-        .sum()
+        .collect()
+}
+
+/// The sum of a `[B]` tensor, on the host in f64.
+fn host_sum(t: Tensor<1>) -> f64 {
+    host_values(t).iter().sum()
 }

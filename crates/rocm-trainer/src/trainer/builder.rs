@@ -202,7 +202,17 @@ impl<const D: usize, M: TrainableModel<D>> TrainerBuilder<D, M> {
                 message: "training needs an autodiff device (`device.autodiff()`)".into(),
             });
         }
+        let tracker = match config.algorithm {
+            crate::AlgorithmKind::Dpok => {
+                crate::PerPromptStatTracker::new(config.dpok.baseline_buffer, 1)
+            }
+            _ => crate::PerPromptStatTracker::new(
+                config.rlcm.stat_buffer,
+                config.rlcm.stat_min_count,
+            ),
+        };
         Ok(RocmTrainer {
+            tracker,
             optimizer: adamw(&config),
             rng: ChaCha8Rng::seed_from_u64(config.seed),
             model,

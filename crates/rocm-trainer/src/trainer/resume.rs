@@ -18,6 +18,7 @@ impl<const D: usize, M: TrainableModel<D> + LoraContainer> RocmTrainer<D, M> {
             step: self.step,
             seed: self.config.seed,
             rng_word_pos: self.rng.get_word_pos().to_string(),
+            stat_tracker: self.tracker.clone(),
         };
         checkpoint::save_checkpoint(root, &self.model, &self.optimizer, &state)
     }
@@ -46,6 +47,9 @@ impl<const D: usize, M: TrainableModel<D> + LoraContainer> RocmTrainer<D, M> {
         self.rng = rng;
         self.optimizer = optimizer;
         self.step = state.step;
+        if !state.stat_tracker.is_empty() {
+            self.tracker = state.stat_tracker;
+        }
         log::info!("resumed from {} at step {}", dir.display(), self.step);
         Ok(())
     }

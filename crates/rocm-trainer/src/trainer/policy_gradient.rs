@@ -1,0 +1,382 @@
+//! The policy-gradient baselines' iteration (RLCM, DPOK, D3PO; docs/baselines.md): sample
+//! without gradient, score, turn rewards into advantages, then one optimizer step whose
+//! gradient spans every trained timestep of every micro-batch.
+
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::prelude::*;
+use rand::RngExt;
+use rocm_sampler::{Branch, SamplerNoise, Trajectory, gaussian_log_prob, per_sample_mean};
+
+use super::{IterationGradients, RocmTrainer, TrainableModel};
+use crate::Error;
+use crate::algorithm::{AlgorithmKind, DpokKl, LastStep};
+use crate::baselines::{StepLoss, d3po_step_loss, dpok_step_loss, ppo_step_loss};
+
+/// One stored transition `x_k → x_{k+1}` of a micro-batch, from the no-grad rollout.
+pub(crate) struct Transition<const D: usize> {
+    /// `k`.
+    pub k: usize,
+    /// `t_k`.
+    pub timestep: usize,
+    /// `x_k`, `[B, …]`.
+    pub x: Tensor<D>,
+    /// `x_{k+1}`, `[B, …]`.
+    pub x_next: Tensor<D>,
+    /// `√ā_{t_next}`: the policy mean is `scale · f(x_k, t_k)`.
+    pub scale: f32,
+    /// `σ_k = √(1 − ā_{t_next})`.
+    pub std: f32,
+    /// The log-prob of `x_{k+1}` under the sampling policy, `[B]`.
+    pub lp_old: Tensor<1>,
+}
+
+/// One micro-batch's rollout.
+pub(crate) struct Rollout<const D: usize> {
+    /// One prompt per sample.
+    pub prompts: Vec<String>,
+    /// The trained transitions.
+    pub transitions: Vec<Transition<D>>,
+    /// The reward of each sample's output.
+    pub rewards: Vec<f32>,
+}
+
+/// A stream of seeds for the extra draw of RLCM's last transition, distinct from the sampler's.
+const LAST_STEP_STREAM: u64 = 0x5eed_1a57_0000_0001;
+
+impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
+    /// Images per drawn prompt: 2 for D3PO's pairs, the configured count for RLCM and DPOK.
+    fn samples_per_prompt(&self) -> usize {
+        match self.config.algorithm {
+            AlgorithmKind::Rlcm => self.config.rlcm.samples_per_prompt,
+            AlgorithmKind::Dpok => self.config.dpok.samples_per_prompt,
+            AlgorithmKind::D3po => 2,
+            AlgorithmKind::Rocm => 1,
+        }
+    }
+
+    /// The noise of one micro-batch's samples: per sample its own seed, except D3PO's pairs,
+    /// which share the initial latent (`pair_seed`) and draw their own re-noising.
+    fn rollout_noise(&self, seeds: &[(u64, u64)]) -> SamplerNoise<D> {
+        let k = self.config.num_steps;
+        let parts: Vec<SamplerNoise<D>> = seeds
+            .iter()
+            .map(|&(initial, steps)| {
+                let a = SamplerNoise::from_seed(self.latent_shape, k, initial, &self.device);
+                if initial == steps {
+                    return a;
+                }
+                let b = SamplerNoise::from_seed(self.latent_shape, k, steps, &self.device);
+                SamplerNoise::new(a.initial, b.steps)
+            })
+            .collect();
+        let initial = Tensor::cat(parts.iter().map(|n| n.initial.clone()).collect(), 0);
+        let steps = (0..k.saturating_sub(1))
+            .map(|j| Tensor::cat(parts.iter().map(|n| n.steps[j].clone()).collect(), 0))
+            .collect();
+        SamplerNoise::new(initial, steps)
+    }
+
+    /// Samples one micro-batch without gradient and records its trained transitions.
+    fn rollout(
+        &self,
+        step: usize,
+        prompts: Vec<String>,
+        seeds: &[(u64, u64)],
+    ) -> Result<Rollout<D>, Error> {
+        let conditioning = self.encoder.encode(&prompts);
+        let options = self.sampler_options().with_base(false);
+        let trajectory: Trajectory<D> = self
+            .sampler
+            .sample_no_grad(
+                &self.model,
+                &conditioning,
+                self.rollout_noise(seeds),
+                &options,
+            )
+            .map_err(|source| Error::Sampler { step, source })?;
+        let steps = &trajectory.steps;
+        let mut transitions = Vec::with_capacity(steps.len());
+        for (k, s) in steps.iter().enumerate() {
+            let Some(policy) = &s.policy else { continue };
+            let x_next = steps[k + 1].latent.clone();
+            transitions.push(Transition {
+                k,
+                timestep: s.timestep,
+                lp_old: gaussian_log_prob(x_next.clone(), policy.mean.clone(), policy.std),
+                x: s.latent.clone(),
+                x_next,
+                scale: policy.alpha_cumprod_next.sqrt(),
+                std: policy.std,
+            });
+        }
+        let faithful = self.config.algorithm == AlgorithmKind::Rlcm
+            && self.config.rlcm.last_step == LastStep::RlcmFaithful;
+        if faithful && let Some(last) = steps.last() {
+            // RLCM's scheduler re-noises the last output at its own timestep (`t_next = t`).
+            let (scale, std) = self.sampler.scheduler.transition_scales(last.timestep);
+            let z: Vec<Tensor<D>> = seeds
+                .iter()
+                .map(|&(_, s)| {
+                    SamplerNoise::from_seed(
+                        self.latent_shape,
+                        1,
+                        s ^ LAST_STEP_STREAM,
+                        &self.device,
+                    )
+                    .initial
+                })
+                .collect();
+            let z = Tensor::cat(z, 0).inner();
+            let mean = last.denoised.clone() * scale;
+            let x_next = mean.clone() + z * std;
+            transitions.push(Transition {
+                k: last.index,
+                timestep: last.timestep,
+                lp_old: gaussian_log_prob(x_next.clone(), mean, std),
+                x: last.latent.clone(),
+                x_next,
+                scale,
+                std,
+            });
+        }
+        let latent = Tensor::<D>::from_data(trajectory.final_latent.into_data(), &self.device);
+        let rewards = host(self.reward.reward(latent, &prompts));
+        if let Some(bad) = rewards.iter().find(|r| !r.is_finite()) {
+            return Err(Error::NonFinite {
+                step,
+                what: "reward",
+                value: f64::from(*bad),
+            });
+        }
+        Ok(Rollout {
+            prompts,
+            transitions,
+            rewards,
+        })
+    }
+
+    /// The averaged gradients of a policy-gradient iteration (RLCM, DPOK, D3PO).
+    pub(crate) fn policy_gradient_iteration(&mut self) -> Result<IterationGradients, Error> {
+        let step = self.step + 1;
+        let (b, micro) = (
+            self.config.batch_size,
+            self.config.gradient_accumulation_steps,
+        );
+        let per_prompt = self.samples_per_prompt();
+        let d3po = self.config.algorithm == AlgorithmKind::D3po;
+        // Draw prompts and seeds: per prompt `per_prompt` samples; D3PO's pair shares its
+        // initial latent.
+        let mut draws: Vec<Vec<(String, (u64, u64))>> = Vec::with_capacity(micro);
+        for _ in 0..micro {
+            let mut chunk = Vec::with_capacity(b * per_prompt);
+            for _ in 0..b {
+                let prompt = self.prompts[self.rng.random_range(0..self.prompts.len())].clone();
+                let shared: u64 = self.rng.random();
+                for _ in 0..per_prompt {
+                    let own: u64 = self.rng.random();
+                    let seeds = if d3po { (shared, own) } else { (own, own) };
+                    chunk.push((prompt.clone(), seeds));
+                }
+            }
+            draws.push(chunk);
+        }
+        let mut rollouts = Vec::with_capacity(micro);
+        for chunk in &draws {
+            let prompts = chunk.iter().map(|(p, _)| p.clone()).collect();
+            let seeds: Vec<(u64, u64)> = chunk.iter().map(|(_, s)| *s).collect();
+            rollouts.push(self.rollout(step, prompts, &seeds)?);
+        }
+        let all_prompts: Vec<String> = rollouts.iter().flat_map(|r| r.prompts.clone()).collect();
+        let all_rewards: Vec<f32> = rollouts.iter().flat_map(|r| r.rewards.clone()).collect();
+        let advantages = self.advantages(&all_prompts, &all_rewards);
+
+        let trained: usize = rollouts.iter().map(|r| r.transitions.len()).sum();
+        let weight = 1.0 / trained.max(1) as f64;
+        let mut acc = GradientsAccumulator::<M>::new();
+        let (mut loss_sum, mut kl_sum, mut clip_sum) = (0.0, 0.0, 0.0);
+        let mut div_sums = vec![0.0f64; self.config.num_steps];
+        let mut offset = 0;
+        for rollout in &rollouts {
+            let n = rollout.rewards.len();
+            let adv = &advantages[offset..offset + n];
+            offset += n;
+            let conditioning = self.encoder.encode(&rollout.prompts);
+            for tr in &rollout.transitions {
+                let (out, divergence) = self.step_loss(tr, &conditioning, adv)?;
+                if let Some(d) = divergence {
+                    div_sums[tr.k] += d;
+                }
+                let loss = out.loss * weight;
+                loss_sum += f64::from(loss.clone().into_scalar::<f32>());
+                kl_sum += out.approx_kl;
+                clip_sum += out.clipfrac;
+                let grads = GradientsParams::from_grads(loss.backward(), &self.model);
+                acc.accumulate(&self.model, grads);
+            }
+        }
+        if !loss_sum.is_finite() {
+            return Err(Error::NonFinite {
+                step,
+                what: "loss",
+                value: loss_sum,
+            });
+        }
+        let n = all_rewards.len().max(1) as f64;
+        let reward_mean = all_rewards.iter().map(|r| f64::from(*r)).sum::<f64>() / n;
+        let var = all_rewards
+            .iter()
+            .map(|r| (f64::from(*r) - reward_mean).powi(2))
+            .sum::<f64>()
+            / n;
+        let steps_with_policy = self.config.num_steps.saturating_sub(1);
+        let divergence_per_step = if self.config.algorithm == AlgorithmKind::Rlcm {
+            Vec::new()
+        } else {
+            div_sums[..steps_with_policy]
+                .iter()
+                .map(|d| d / micro as f64)
+                .collect()
+        };
+        Ok(IterationGradients {
+            grads: acc.grads(),
+            loss: loss_sum,
+            reward_mean,
+            reward_std: var.sqrt(),
+            divergence_per_step,
+            approx_kl: kl_sum / trained.max(1) as f64,
+            clipfrac: clip_sum / trained.max(1) as f64,
+            reward_queries: all_rewards.len(),
+            images_sampled: all_rewards.len(),
+        })
+    }
+
+    /// Advantages of the whole batch: RLCM's per-prompt z-scores, DPOK's reward minus the
+    /// per-prompt running mean, D3PO's pair preferences (`+1`, `−1`, `0` per pair, repeated
+    /// for both members: only the first of each pair is read).
+    fn advantages(&mut self, prompts: &[String], rewards: &[f32]) -> Vec<f32> {
+        match self.config.algorithm {
+            AlgorithmKind::Rlcm => self.tracker.update(prompts, rewards),
+            AlgorithmKind::Dpok => {
+                self.tracker.record(prompts, rewards);
+                prompts
+                    .iter()
+                    .zip(rewards)
+                    .map(|(p, r)| {
+                        let m = self.tracker.mean(p).unwrap_or(f64::from(*r));
+                        (f64::from(*r) - m) as f32
+                    })
+                    .collect()
+            }
+            AlgorithmKind::D3po => rewards
+                .chunks(2)
+                .flat_map(|pair| {
+                    let h = match pair {
+                        [a, b] if a > b => 1.0,
+                        [a, b] if a < b => -1.0,
+                        _ => 0.0,
+                    };
+                    [h, h]
+                })
+                .collect(),
+            AlgorithmKind::Rocm => vec![0.0; rewards.len()],
+        }
+    }
+
+    /// The loss of one stored transition, with the step's divergence to the base where the
+    /// algorithm computes the base (DPOK's KL term, D3PO's reference).
+    fn step_loss(
+        &self,
+        tr: &Transition<D>,
+        conditioning: &M::Conditioning,
+        adv: &[f32],
+    ) -> Result<(StepLoss, Option<f64>), Error> {
+        let device = &self.device;
+        let x = Tensor::<D>::from_data(tr.x.clone().into_data(), device);
+        let x_next = Tensor::<D>::from_data(tr.x_next.clone().into_data(), device);
+        let lp_old = Tensor::<1>::from_data(tr.lp_old.clone().into_data(), device);
+        let options = self.sampler_options().with_base(false);
+        let guidance = &options.guidance;
+        let prediction = guidance.predict(
+            &self.model,
+            x.clone(),
+            tr.timestep,
+            conditioning,
+            Branch::Policy,
+        );
+        let raw = prediction.output.clone();
+        let mean = self
+            .sampler
+            .scheduler
+            .denoise(prediction, tr.timestep, x.clone())
+            * tr.scale;
+        let lp = gaussian_log_prob(x_next.clone(), mean.clone(), tr.std);
+        let adv_t = Tensor::<1>::from_data(TensorData::new(adv.to_vec(), [adv.len()]), device);
+        let base = || {
+            let x = x.clone().detach();
+            let p = guidance.predict(
+                &self.model,
+                x.clone(),
+                tr.timestep,
+                conditioning,
+                Branch::Base,
+            );
+            let raw = p.output.clone().detach();
+            let mean = self.sampler.scheduler.denoise(p, tr.timestep, x).detach() * tr.scale;
+            (raw, mean)
+        };
+        // `mean_N (μ − μ_ref)² / (2σ²)`: the per-element KL of the step, for the metrics.
+        let exact_kl = |mean_ref: Tensor<D>| {
+            per_sample_mean((mean.clone() - mean_ref).square()) / (2.0 * f64::from(tr.std).powi(2))
+        };
+        let c = &self.config;
+        Ok(match c.algorithm {
+            AlgorithmKind::Rlcm | AlgorithmKind::Rocm => (
+                ppo_step_loss(lp, lp_old, adv_t, c.rlcm.clip_range, c.rlcm.adv_clip_max),
+                None,
+            ),
+            AlgorithmKind::Dpok => {
+                let (raw_ref, mean_ref) = base();
+                let exact = exact_kl(mean_ref);
+                let kl = match c.dpok.kl {
+                    DpokKl::EpsSq => per_sample_mean((raw - raw_ref).square()),
+                    DpokKl::Exact => exact.clone(),
+                };
+                let d = host_mean(exact);
+                let out = dpok_step_loss(
+                    lp,
+                    lp_old,
+                    adv_t,
+                    kl,
+                    c.dpok.reward_weight,
+                    c.dpok.kl_weight,
+                    c.dpok.ratio_clip,
+                );
+                (out, Some(d))
+            }
+            AlgorithmKind::D3po => {
+                let (_, mean_ref) = base();
+                let d = host_mean(exact_kl(mean_ref.clone()));
+                let lp_ref = gaussian_log_prob(x_next, mean_ref, tr.std);
+                let pairs: Vec<f32> = adv.iter().step_by(2).copied().collect();
+                let preference =
+                    Tensor::<1>::from_data(TensorData::new(pairs.clone(), [pairs.len()]), device);
+                let out = d3po_step_loss(lp, lp_ref, lp_old, preference, c.d3po.beta, c.d3po.eps);
+                (out, Some(d))
+            }
+        })
+    }
+}
+
+/// A `[B]` tensor on the host.
+fn host(t: Tensor<1>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap_or_default()
+}
+
+/// The mean of a `[B]` tensor on the host.
+fn host_mean(t: Tensor<1>) -> f64 {
+    let v = host(t.detach());
+    v.iter().map(|x| f64::from(*x)).sum::<f64>() / v.len().max(1) as f64
+}
