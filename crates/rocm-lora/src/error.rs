@@ -114,6 +114,20 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// The file holds text-encoder adapters, which are not loaded (only the UNet's are).
+    #[error(
+        "{path}: {count} text-encoder LoRA key(s) such as `{key}`: only UNet adapters load (ROCM keeps \
+         the text encoder frozen); load the UNet part alone with TextEncoderKeys::Skip \
+         (`--skip-text-encoder`)"
+    )]
+    TextEncoderAdapters {
+        /// The file.
+        path: PathBuf,
+        /// How many text-encoder keys it has.
+        count: usize,
+        /// The first of them.
+        key: String,
+    },
     /// A configuration value is out of range.
     #[error("invalid LoRA configuration: {0}")]
     InvalidConfig(String),

@@ -1,5 +1,5 @@
 //! LoRA adapters for Burn `Linear` and `Conv2d` layers, chosen by diffusers module path, with
-//! PEFT/diffusers adapter files in and out.
+//! PEFT, diffusers and kohya adapter files in and out.
 //!
 //! A LoRA adapter adds a low-rank update to a frozen weight, `W x + (α / r) B A x`, with `A`
 //! (`r × in`) and `B` (`out × r`, zero at initialisation). ROCM trains only these adapters; the
@@ -15,7 +15,9 @@
 //! - [`apply_lora`] with a [`LoraConfig`] (PEFT's `r`, `lora_alpha`, `target_modules`,
 //!   `lora_dropout`, `init_lora_weights`, `use_rslora`): freezes the model, attaches adapters.
 //! - [`with_adapters_disabled`]: the frozen base through `&self`, no weight copy.
-//! - [`save_adapters`] / [`save_diffusers`] / [`save_peft`] / [`load_adapters`]: files.
+//! - [`save_adapters`] / [`save_diffusers`] / [`save_peft`] / [`save_kohya`] /
+//!   [`load_adapters`]: files in PEFT's, diffusers' and kohya's (A1111, ComfyUI) layouts;
+//!   [`save_merged_weights`]: a base weight file with the adapters fused in.
 //!
 //! # Design notes
 //! - **Why own layers, not Burn's `apply_lora`:** Burn's built-in LoRA adapts rank-2 weights only
@@ -79,8 +81,10 @@ mod config;
 mod container;
 mod conv;
 mod error;
+mod kohya;
 mod linear;
 mod load;
+mod merged;
 mod paths;
 mod plumbing;
 mod save;
@@ -94,8 +98,12 @@ pub use container::{
 };
 pub use conv::{Conv2d, Conv2dConfig, LoraConv2d};
 pub use error::Error;
+pub use kohya::{
+    KOHYA_TEXT_ENCODER_PREFIXES, KOHYA_UNET_PREFIX, KOHYA_WEIGHTS, kohya_name, save_kohya,
+};
 pub use linear::{Linear, LinearConfig, LoraLinear};
-pub use load::{LoadOptions, LoadReport, load_adapters, load_adapters_with};
+pub use load::{LoadOptions, LoadReport, TextEncoderKeys, load_adapters, load_adapters_with};
+pub use merged::save_merged_weights;
 pub use paths::{ADAPTER_PARAM_REGEX, is_adapter_param_path};
 pub use save::{
     DIFFUSERS_WEIGHTS, METADATA_KEY, PEFT_CONFIG, PEFT_WEIGHTS, save_adapters, save_diffusers,

@@ -8,6 +8,7 @@ use burn::prelude::*;
 use serde_json::Value;
 
 use crate::container::{LoraLayerMut, LoraLayerRef, freeze_all_but_adapters};
+use crate::kohya::{KOHYA_TEXT_ENCODER_PREFIXES, KOHYA_UNET_PREFIX, KOHYA_WEIGHTS, KohyaNames};
 use crate::save::{DIFFUSERS_WEIGHTS, METADATA_KEY, PEFT_CONFIG, PEFT_WEIGHTS, json_err};
 use crate::st::{Factor, ParsedKey, RawFile, RawTensor, parse_key, read_file};
 use crate::{Error, LoraContainer, LoraConv2d, LoraLinear};
@@ -66,8 +67,21 @@ pub struct LoadReport {
     pub file: PathBuf,
     /// Module paths that received an adapter, in traversal order.
     pub loaded: Vec<String>,
-    /// Keys of other pipeline components (`text_encoder.*`) that were ignored.
+    /// Text-encoder keys that were skipped ([`TextEncoderKeys::Skip`]).
     pub skipped_keys: Vec<String>,
+}
+
+/// What [`load_adapters_with`] does with a file's text-encoder adapters (`text_encoder.*`,
+/// kohya's `lora_te_*`, `lora_te1_*`, `lora_te2_*`): only UNet adapters load here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TextEncoderKeys {
+    /// Refuse the file with [`Error::TextEncoderAdapters`]: applying only its UNet part would
+    /// silently change what the LoRA does.
+    #[default]
+    Refuse,
+    /// Load the UNet's adapters and list the text encoder's keys in
+    /// [`LoadReport::skipped_keys`].
+    Skip,
 }
 
 /// Options of [`load_adapters_with`].
@@ -75,12 +89,15 @@ pub struct LoadReport {
 pub struct LoadOptions {
     /// The pipeline component whose keys to take (`"unet"`); keys without it are taken too.
     pub prefix: String,
+    /// Refuse (the default) or skip text-encoder adapters.
+    pub text_encoder: TextEncoderKeys,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {
             prefix: "unet".into(),
+            text_encoder: TextEncoderKeys::Refuse,
         }
     }
 }
@@ -97,10 +114,15 @@ pub fn load_adapters<M: Module + LoraContainer>(
 /// Load adapters into `model`, attaching one to every layer named in the file (replacing an
 /// unmerged one) and freezing everything else, as [`apply_lora`](crate::apply_lora) does.
 ///
-/// `path`: a `.safetensors` file, or a directory holding `adapter_model.safetensors` (PEFT) or
-/// `pytorch_lora_weights.safetensors` (diffusers). Keys may be spelled
-/// `[base_model.model.][unet.]<path>.lora_A.weight` / `.lora_B.weight`, or the older
-/// `.lora.down.weight` / `.lora.up.weight`; f16/bf16/f64 are cast to f32. The settings
+/// `path`: a `.safetensors` file, or a directory holding `adapter_model.safetensors` (PEFT),
+/// `pytorch_lora_weights.safetensors` (diffusers) or `lora_kohya.safetensors` (kohya). Keys may
+/// be spelled `[base_model.model.][unet.]<path>.lora_A.weight` / `.lora_B.weight`, the older
+/// `.lora.down.weight` / `.lora.up.weight` or attention-processor
+/// `<attn>.processor.to_q_lora.down.weight` (… `to_out_lora` → `<attn>.to_out.0`), or kohya's
+/// `lora_unet_<path with _>.lora_down.weight` / `.lora_up.weight` / `.alpha`, the path in
+/// diffusers' or in the LDM/SGM naming (`lora_unet_input_blocks_4_1_…`, see
+/// [`kohya`](crate::save_kohya)); f16/bf16/f64 are cast to f32. Text-encoder keys are refused
+/// or skipped as [`LoadOptions::text_encoder`] says. The settings
 /// (`lora_alpha`, `alpha_pattern`, `use_rslora`, `lora_dropout`) come from `adapter_config.json`
 /// next to the file, else from the `lora_adapter_metadata` header; a module's α is its
 /// `alpha_pattern` entry, else its `.alpha` key, else `lora_alpha`, else r. Everything is checked before the model is touched: a
@@ -114,7 +136,16 @@ pub fn load_adapters_with<M: Module + LoraContainer>(
     let file = resolve_weights(path.as_ref());
     let raw = read_file(&file)?;
     let info = scale_info(&raw, &file, &options.prefix)?;
-    let (mut groups, skipped_keys) = group_keys(&raw, &options.prefix)?;
+    let (mut groups, skipped_keys) = group_keys(&raw, &options.prefix, &KohyaNames::of(model))?;
+    if let Some(key) = skipped_keys.first()
+        && options.text_encoder == TextEncoderKeys::Refuse
+    {
+        return Err(Error::TextEncoderAdapters {
+            path: raw.path,
+            count: skipped_keys.len(),
+            key: key.clone(),
+        });
+    }
     let plan = plan_against_model(model, &raw.path, &mut groups, &info)?;
     if let Some((module, g)) = groups.into_iter().next() {
         let key = g.a.or(g.b).map_or(module.clone(), |(k, _)| k);
@@ -169,7 +200,7 @@ pub fn load_adapters_with<M: Module + LoraContainer>(
 
 fn resolve_weights(path: &Path) -> PathBuf {
     if path.is_dir() {
-        for name in [PEFT_WEIGHTS, DIFFUSERS_WEIGHTS] {
+        for name in [PEFT_WEIGHTS, DIFFUSERS_WEIGHTS, KOHYA_WEIGHTS] {
             if path.join(name).is_file() {
                 return path.join(name);
             }
@@ -220,18 +251,56 @@ struct Group {
 
 type Groups = BTreeMap<String, Group>;
 
-fn group_keys(raw: &RawFile, prefix: &str) -> Result<(Groups, Vec<String>), Error> {
+/// A kohya key (`lora_unet_<name>.<factor>`) as a factor of the layer the name resolves to.
+fn parse_kohya(file: &Path, key: &str, names: &KohyaNames) -> Result<ParsedKey, Error> {
+    let unknown = |reason: String| Error::UnknownKey {
+        path: file.to_path_buf(),
+        key: key.to_string(),
+        reason,
+    };
+    let (name, suffix) = key.split_once('.').unwrap_or((key, ""));
+    let factor = match suffix {
+        "lora_down.weight" => Factor::A,
+        "lora_up.weight" => Factor::B,
+        "alpha" => Factor::Alpha,
+        other => {
+            return Err(unknown(format!(
+                "`.{other}` is not a factor of a plain LoRA (kohya's `.lora_down.weight`, \
+                 `.lora_up.weight`, `.alpha`); DoRA, LoHa and LoKr files are not supported"
+            )));
+        }
+    };
+    let module = names.resolve(name).map_err(unknown)?;
+    Ok(ParsedKey::Lora(module.to_string(), factor))
+}
+
+fn group_keys(
+    raw: &RawFile,
+    prefix: &str,
+    kohya: &KohyaNames,
+) -> Result<(Groups, Vec<String>), Error> {
     let mut groups = Groups::new();
     let mut skipped = Vec::new();
     for (key, t) in &raw.tensors {
-        match parse_key(key, prefix) {
+        let parsed = if key.starts_with(KOHYA_UNET_PREFIX) {
+            parse_kohya(&raw.path, key, kohya)?
+        } else if KOHYA_TEXT_ENCODER_PREFIXES
+            .iter()
+            .any(|p| key.starts_with(p))
+        {
+            ParsedKey::OtherComponent
+        } else {
+            parse_key(key, prefix)
+        };
+        match parsed {
             ParsedKey::OtherComponent => skipped.push(key.clone()),
             ParsedKey::NotLora => {
                 return Err(Error::UnknownKey {
                     path: raw.path.clone(),
                     key: key.clone(),
                     reason: "not a LoRA key (expected `<module>.lora_A.weight`, \
-                             `.lora_B.weight`, `.lora.down.weight`, `.lora.up.weight` or `.alpha`)"
+                             `.lora_B.weight`, `.lora.down.weight`, `.lora.up.weight`, `.alpha` \
+                             or kohya's `lora_unet_<module>.lora_down.weight`)"
                         .into(),
                 });
             }
@@ -399,7 +468,9 @@ mod tests {
         );
         write_file(&path, &tensors, HashMap::new()).unwrap();
         let raw = read_file(&path).unwrap();
-        let err = group_keys(&raw, "unet").err().unwrap();
+        let err = group_keys(&raw, "unet", &KohyaNames::of(&Vec::<crate::Linear>::new()))
+            .err()
+            .unwrap();
         assert!(matches!(err, Error::UnknownKey { .. }));
         let msg = err.to_string();
         assert!(

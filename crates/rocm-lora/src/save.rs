@@ -21,17 +21,18 @@ pub const DIFFUSERS_WEIGHTS: &str = "pytorch_lora_weights.safetensors";
 pub const METADATA_KEY: &str = "lora_adapter_metadata";
 
 /// One adapter in PEFT layout, read from a model.
-struct Exported {
-    path: String,
-    a: TensorData,
-    b: TensorData,
-    alpha: f64,
-    use_rslora: bool,
-    dropout: f64,
-    rank: usize,
+pub(crate) struct Exported {
+    pub(crate) path: String,
+    pub(crate) a: TensorData,
+    pub(crate) b: TensorData,
+    pub(crate) alpha: f64,
+    pub(crate) use_rslora: bool,
+    pub(crate) dropout: f64,
+    pub(crate) rank: usize,
 }
 
-fn export<M: LoraContainer>(model: &M) -> Vec<Exported> {
+/// Every adapter of `model`, in traversal order.
+pub(crate) fn export<M: LoraContainer>(model: &M) -> Vec<Exported> {
     let mut out = Vec::new();
     model.visit_lora_layers("", &mut |path, layer| match layer {
         LoraLayerRef::Linear(l) => {
@@ -135,7 +136,7 @@ pub(crate) fn json_err(path: &Path, what: &str, e: impl std::fmt::Display) -> Er
     }
 }
 
-fn no_adapters() -> Error {
+pub(crate) fn no_adapters() -> Error {
     Error::InvalidConfig("the model carries no LoRA adapter to save".into())
 }
 

@@ -84,6 +84,12 @@ impl F32View {
             .collect::<Vec<u8>>();
         Self { shape, bytes }
     }
+
+    /// A tensor of `shape` (`[]` for a scalar) holding `values`, row-major.
+    pub(crate) fn from_values(shape: Vec<usize>, values: &[f32]) -> Self {
+        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Self { shape, bytes }
+    }
 }
 
 impl View for &F32View {
@@ -129,7 +135,7 @@ pub(crate) enum Factor {
 }
 
 /// Suffixes of LoRA keys, new spellings first.
-const SUFFIXES: [(&str, Factor); 9] = [
+const SUFFIXES: [(&str, Factor); 11] = [
     (".lora_A.weight", Factor::A),
     (".lora_B.weight", Factor::B),
     (".lora_A.default.weight", Factor::A),
@@ -139,7 +145,22 @@ const SUFFIXES: [(&str, Factor); 9] = [
     (".lora_down.weight", Factor::A),
     (".lora_up.weight", Factor::B),
     (".alpha", Factor::Alpha),
+    // diffusers' old attention-processor layout: `<attn>.processor.to_q_lora.down.weight`.
+    ("_lora.down.weight", Factor::A),
+    ("_lora.up.weight", Factor::B),
 ];
+
+/// The layer of an attention-processor LoRA (`<attn>.processor.to_q` → `<attn>.to_q`,
+/// `<attn>.processor.to_out` → `<attn>.to_out.0`).
+fn processor_module(module: &str) -> Option<String> {
+    let (attn, proj) = module.rsplit_once(".processor.")?;
+    let layer = match proj {
+        "to_q" | "to_k" | "to_v" => proj,
+        "to_out" => "to_out.0",
+        _ => return None,
+    };
+    Some(format!("{attn}.{layer}"))
+}
 
 /// How a file key relates to the model.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,11 +182,14 @@ pub(crate) fn parse_key(key: &str, prefix: &str) -> ParsedKey {
         _ => k,
     };
     for (suffix, factor) in SUFFIXES {
-        if let Some(module) = k.strip_suffix(suffix)
-            && !module.is_empty()
-        {
-            return ParsedKey::Lora(module.to_string(), factor);
+        let Some(module) = k.strip_suffix(suffix).filter(|m| !m.is_empty()) else {
+            continue;
+        };
+        if suffix.starts_with("_lora.") {
+            return processor_module(module)
+                .map_or(ParsedKey::NotLora, |m| ParsedKey::Lora(m, factor));
         }
+        return ParsedKey::Lora(module.to_string(), factor);
     }
     ParsedKey::NotLora
 }
@@ -197,6 +221,19 @@ mod tests {
             ParsedKey::OtherComponent
         );
         assert_eq!(p("unet.attn1.to_q.weight"), ParsedKey::NotLora);
+        assert_eq!(
+            p("unet.mid.attn1.processor.to_q_lora.down.weight"),
+            a("mid.attn1.to_q")
+        );
+        assert_eq!(
+            p("mid.attn2.processor.to_out_lora.up.weight"),
+            b("mid.attn2.to_out.0")
+        );
+        assert_eq!(
+            p("mid.attn2.processor.add_q_lora.up.weight"),
+            ParsedKey::NotLora
+        );
+        assert_eq!(p("mid.to_q_lora.up.weight"), ParsedKey::NotLora);
     }
 
     #[test]

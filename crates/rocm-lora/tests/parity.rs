@@ -3,11 +3,13 @@
 
 mod common;
 
+use std::path::PathBuf;
+
 use burn::prelude::*;
 use common::{Model, TARGETS, fixture, max_diff, read_tensor};
 use rocm_lora::{
     Error, InitLoraWeights, LoraConfig, TargetModules, apply_lora, load_adapters, merge_adapters,
-    save_diffusers, save_peft, unmerge_adapters, with_adapters_disabled,
+    save_diffusers, save_kohya, save_peft, unmerge_adapters, with_adapters_disabled,
 };
 
 const TOL: f32 = 1e-5;
@@ -182,4 +184,218 @@ fn save_load_round_trip_keeps_alpha() {
         );
     }
     std::fs::remove_dir_all(dir).ok();
+}
+
+/// The `.alpha` scalars of a kohya file, by key.
+fn kohya_alphas(path: &std::path::Path) -> Vec<(String, f32)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut out: Vec<(String, f32)> = st
+        .tensors()
+        .into_iter()
+        .filter(|(k, _)| k.ends_with(".alpha"))
+        .map(|(k, v)| {
+            assert!(v.shape().is_empty(), "{k}: a 0-d tensor");
+            let d = v.data();
+            (k, f32::from_le_bytes([d[0], d[1], d[2], d[3]]))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[test]
+fn kohya_files_carry_the_real_alpha_and_round_trip() {
+    let device = Device::flex();
+    let mut model = Model::with_base_weights(&device);
+    // r = 4, α = 6: a loader that took α = r would scale by 1 instead of 1.5.
+    apply_lora(&mut model, &ours_config().with_seed(5)).unwrap();
+    let want = model.forward(x(&device));
+    let dir = std::env::temp_dir().join(format!("rocm-lora-kohya-{}", std::process::id()));
+    let file = save_kohya(&model, &dir).unwrap();
+    assert!(file.ends_with(rocm_lora::KOHYA_WEIGHTS));
+    let alphas = kohya_alphas(&file);
+    assert_eq!(alphas.len(), 6);
+    assert_eq!(
+        alphas[0].0, "lora_unet_down_blocks_0_attn1_to_k.alpha",
+        "{alphas:?}"
+    );
+    assert!(alphas.iter().all(|(_, a)| *a == 6.0), "{alphas:?}");
+
+    let mut other = Model::with_base_weights(&device);
+    let report = load_adapters(&mut other, &dir).unwrap();
+    assert_eq!(report.loaded.len(), 6);
+    let a = other.down_blocks[0].attn1.to_out[0].lora.as_ref().unwrap();
+    assert_eq!((a.rank(), a.alpha), (4, 6.0));
+    let d = max_diff(other.forward(x(&device)), want.clone());
+    assert!(d < 1e-6, "kohya round trip: {d}");
+
+    // rsLoRA (scale α/√r) is written as α·√r, which kohya loaders divide by r.
+    let mut rs = Model::with_base_weights(&device);
+    apply_lora(&mut rs, &ours_config().with_seed(5).with_use_rslora(true)).unwrap();
+    let want_rs = rs.forward(x(&device));
+    let file = save_kohya(&rs, dir.join("rs.safetensors")).unwrap();
+    assert!(kohya_alphas(&file).iter().all(|(_, a)| *a == 12.0));
+    let mut other = Model::with_base_weights(&device);
+    load_adapters(&mut other, &file).unwrap();
+    assert!(max_diff(other.forward(x(&device)), want_rs) < 1e-6);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Rewrites the PEFT fixture's keys with `rename(module, Some(is_a))` (f32), adding
+/// `rename(module, None)` = 8.0 (the fixture's α) per module when `alpha`.
+fn renamed_fixture(
+    name: &str,
+    rename: impl Fn(&str, Option<bool>) -> String,
+    alpha: bool,
+) -> PathBuf {
+    let bytes = std::fs::read(fixture("peft/adapter_model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (key, view) in st.tensors() {
+        let module = key
+            .strip_prefix("base_model.model.")
+            .unwrap()
+            .rsplit_once(".lora_")
+            .unwrap()
+            .0
+            .to_string();
+        let is_a = key.contains(".lora_A.");
+        owned.push((
+            rename(&module, Some(is_a)),
+            view.shape().to_vec(),
+            view.data().to_vec(),
+        ));
+        if alpha && is_a {
+            owned.push((
+                rename(&module, None),
+                Vec::new(),
+                8.0f32.to_le_bytes().to_vec(),
+            ));
+        }
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = owned
+        .iter()
+        .map(|(k, s, d)| {
+            let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d)
+                .unwrap();
+            (k.clone(), v)
+        })
+        .collect();
+    let dir = std::env::temp_dir().join(format!("rocm-lora-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("lora.safetensors");
+    safetensors::serialize_to_file(views, None, &path).unwrap();
+    path
+}
+
+#[test]
+fn processor_layout_and_kohya_keys_reproduce_peft() {
+    let device = Device::flex();
+    // diffusers' old attention-processor layout: `<attn>.processor.to_q_lora.down.weight`.
+    // It covers attention projections only, so the convolutions' keys keep the `.lora.` form.
+    let processor = renamed_fixture(
+        "processor",
+        |m, a| {
+            let Some(a) = a else {
+                return format!("unet.{m}.alpha");
+            };
+            let factor = if a { "down" } else { "up" };
+            match m.rsplit_once(".attn1.") {
+                Some((owner, proj)) => {
+                    let proj = proj.trim_end_matches(".0");
+                    format!("unet.{owner}.attn1.processor.{proj}_lora.{factor}.weight")
+                }
+                None => format!("unet.{m}.lora.{factor}.weight"),
+            }
+        },
+        true,
+    );
+    // kohya: names flattened with `_`, `.alpha` = 8 per module (r = 4).
+    let kohya = renamed_fixture(
+        "kohya",
+        |m, a| match a {
+            Some(a) => {
+                let factor = if a { "lora_down" } else { "lora_up" };
+                format!("{}.{factor}.weight", rocm_lora::kohya_name(m))
+            }
+            None => format!("{}.alpha", rocm_lora::kohya_name(m)),
+        },
+        true,
+    );
+    for file in [&processor, &kohya] {
+        let mut model = Model::with_base_weights(&device);
+        let report = load_adapters(&mut model, file).unwrap();
+        assert_eq!(report.loaded.len(), 6, "{}", file.display());
+        let d = max_diff(model.forward(x(&device)), io("out_on", &device));
+        assert!(d < TOL, "{}: vs peft {d}", file.display());
+        std::fs::remove_dir_all(file.parent().unwrap()).ok();
+    }
+}
+
+#[test]
+fn text_encoder_keys_are_refused_unless_skipped() {
+    let device = Device::flex();
+    let te = renamed_fixture(
+        "te",
+        |m, a| {
+            let factor = if a == Some(true) {
+                "lora_down"
+            } else {
+                "lora_up"
+            };
+            if m.ends_with("to_q") {
+                format!("lora_te_text_model_encoder_layers_0_self_attn_q_proj.{factor}.weight")
+            } else {
+                format!("{}.{factor}.weight", rocm_lora::kohya_name(m))
+            }
+        },
+        false,
+    );
+    let mut model = Model::with_base_weights(&device);
+    let err = load_adapters(&mut model, &te).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, Error::TextEncoderAdapters { count: 2, .. }),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("lora.safetensors") && msg.contains("lora_te_"),
+        "{msg}"
+    );
+    assert!(
+        rocm_lora::adapter_paths(&model).is_empty(),
+        "model untouched"
+    );
+
+    let options = rocm_lora::LoadOptions {
+        text_encoder: rocm_lora::TextEncoderKeys::Skip,
+        ..Default::default()
+    };
+    let report = rocm_lora::load_adapters_with(&mut model, &te, &options).unwrap();
+    assert_eq!((report.loaded.len(), report.skipped_keys.len()), (5, 2));
+
+    // A kohya name that is no layer of the model is an error naming the key.
+    let bad = renamed_fixture(
+        "bad-kohya",
+        |m, a| {
+            let factor = if a == Some(true) {
+                "lora_down"
+            } else {
+                "lora_up"
+            };
+            format!("{}x.{factor}.weight", rocm_lora::kohya_name(m))
+        },
+        false,
+    );
+    let err = load_adapters(&mut Model::with_base_weights(&device), &bad).unwrap_err();
+    assert!(matches!(err, Error::UnknownKey { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("lora_unet_down_blocks_0_attn1_to_kx"),
+        "{err}"
+    );
+    for f in [te, bad] {
+        std::fs::remove_dir_all(f.parent().unwrap()).ok();
+    }
 }
