@@ -1,4 +1,4 @@
-//! Low-level safetensors reading/writing (f32 out; f16/bf16/f64 in, cast to f32) and the
+//! Low-level safetensors reading/writing (f32 out; f16/bf16/f64/i64/i32 in, cast to f32) and the
 //! adapter key spellings.
 
 use std::borrow::Cow;
@@ -32,7 +32,7 @@ fn st_err(path: &Path, e: impl std::fmt::Display) -> Error {
     }
 }
 
-/// Read a safetensors file, casting every float tensor to f32.
+/// Read a safetensors file, casting every float (and i64/i32) tensor to f32.
 pub(crate) fn read_file(path: &Path) -> Result<RawFile, Error> {
     let bytes = std::fs::read(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
@@ -48,6 +48,9 @@ pub(crate) fn read_file(path: &Path) -> Result<RawFile, Error> {
             Dtype::F16 => DType::F16,
             Dtype::BF16 => DType::BF16,
             Dtype::F64 => DType::F64,
+            // kohya `.alpha` scalars are sometimes integers (diffusers' converter writes int64).
+            Dtype::I64 => DType::I64,
+            Dtype::I32 => DType::I32,
             other => {
                 return Err(Error::UnsupportedDtype {
                     path: path.to_path_buf(),

@@ -7,6 +7,8 @@
 //!             [--steps 4] [--guidance 8.0] [--seed 0] [--out samples] [--device flex]
 //! rocm eval   --config FILE [--lora FILE_OR_CHECKPOINT] [--device flex]
 //!             [--reward-model DIR_OR_HUB_ID] [--reward-head FILE]
+//! rocm export --model DIR_OR_HUB_ID --lora FILE_OR_CHECKPOINT --format peft|diffusers|kohya|merged
+//!             --out PATH [--skip-text-encoder] [--device flex]
 //! ```
 //!
 //! `train` builds the run configuration ([`RunConfig`](rocm::run::RunConfig)) and runs
@@ -46,11 +48,22 @@
 //!
 //! (`lora*` absent without adapters).
 //!
+//! `export` loads `--model`'s UNet (a pipeline folder, its `unet/` folder or a cached hub id)
+//! with the adapters of `--lora` (any layout `sample` reads, kohya's included), and writes
+//! them as `--format`: `peft` (a folder: `adapter_model.safetensors` + `adapter_config.json`,
+//! for `PeftModel.from_pretrained`), `diffusers` (`pytorch_lora_weights.safetensors`, for
+//! `load_lora_weights`), `kohya` (`lora_kohya.safetensors` with `lora_unet_*` keys and the real
+//! `.alpha`, for ComfyUI, A1111 and kohya's scripts) or `merged` (a diffusers `unet/` folder,
+//! `config.json` + `diffusion_pytorch_model.safetensors` in f32, the adapters fused in, for
+//! `UNet2DConditionModel.from_pretrained`). `--out` is a folder, or for `diffusers`/`kohya` a
+//! `.safetensors` file. It prints the path written.
+//!
 //! Every error prints one line on stderr and exits with code 2.
 
 #![allow(clippy::print_stdout)] // a binary owns the terminal
 
 mod eval;
+mod export;
 mod progress;
 mod sample;
 mod train;
@@ -115,7 +128,48 @@ fn lora_arg() -> Arg {
         .long("lora")
         .value_name("FILE_OR_DIR")
         .value_parser(clap::value_parser!(PathBuf))
-        .help("LoRA adapters: a .safetensors (diffusers/PEFT layout) or a checkpoint folder")
+        .help("LoRA adapters: a .safetensors (diffusers, PEFT or kohya layout) or a checkpoint folder")
+}
+
+fn skip_text_encoder_arg() -> Arg {
+    Arg::new("skip-text-encoder")
+        .long("skip-text-encoder")
+        .action(ArgAction::SetTrue)
+        .help("Load only the UNet part of a LoRA that also adapts the text encoder (refused otherwise)")
+}
+
+fn export_command() -> Command {
+    Command::new("export")
+        .about("Write a LoRA checkpoint or file as PEFT, diffusers or kohya adapters, or fused into the UNet")
+        .arg(
+            Arg::new("model")
+                .long("model")
+                .required(true)
+                .value_name("DIR_OR_HUB_ID")
+                .help("The LCM pipeline folder (or its unet/ folder, or a cached hub id) the LoRA belongs to"),
+        )
+        .arg(lora_arg().required(true))
+        .arg(
+            Arg::new("format")
+                .long("format")
+                .required(true)
+                .value_name("FORMAT")
+                .value_parser(|s: &str| s.parse::<export::Format>())
+                .help(format!(
+                    "{}: PEFT folder, diffusers file, kohya file (ComfyUI, A1111), or a diffusers unet/ folder with the LoRA fused in",
+                    export::Format::names()
+                )),
+        )
+        .arg(
+            Arg::new("out")
+                .long("out")
+                .required(true)
+                .value_name("PATH")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("Output folder (or a .safetensors file for diffusers and kohya)"),
+        )
+        .arg(skip_text_encoder_arg())
+        .arg(device_arg())
 }
 
 fn sample_command() -> Command {
@@ -189,6 +243,7 @@ fn cli() -> Command {
                 .arg(device_arg()),
         ))
         .subcommand(sample_command())
+        .subcommand(export_command())
         .subcommand(reward_args(
             Command::new("eval")
                 .about("Score the configuration's evaluation prompts x seeds, base vs LoRA")
@@ -230,6 +285,17 @@ fn run(matches: &ArgMatches) -> Result<(), Failure> {
             guidance: m.get_one::<f32>("guidance").copied().unwrap_or(8.0),
             seed: m.get_one::<u64>("seed").copied().unwrap_or(0),
             out: path(m, "out").unwrap_or_default(),
+            device: string(m, "device").unwrap_or_default(),
+        }),
+        Some(("export", m)) => export::export(&export::ExportArgs {
+            model: string(m, "model").unwrap_or_default(),
+            lora: path(m, "lora").unwrap_or_default(),
+            format: m
+                .get_one::<export::Format>("format")
+                .copied()
+                .unwrap_or(export::Format::Kohya),
+            out: path(m, "out").unwrap_or_default(),
+            skip_text_encoder: m.get_flag("skip-text-encoder"),
             device: string(m, "device").unwrap_or_default(),
         }),
         Some(("eval", m)) => eval::eval(&eval::EvalArgs {

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rocm::lora::{DIFFUSERS_WEIGHTS, LoraContainer, PEFT_WEIGHTS};
+use rocm::lora::{DIFFUSERS_WEIGHTS, KOHYA_WEIGHTS, LoraContainer, PEFT_WEIGHTS};
 use rocm::run::{Adapters, Built, Run, RunConfig};
 use rocm::trainer::{IterationMetrics, RocmTrainer, TrainableModel, checkpoint, plot};
 
@@ -72,14 +72,14 @@ pub fn train(args: &TrainArgs) -> Result<(), Failure> {
 
 /// Checks that `path` is an adapter file or a folder holding one, before anything loads.
 pub fn check_lora(path: &Path) -> Result<(), Failure> {
-    let holds_weights = [PEFT_WEIGHTS, DIFFUSERS_WEIGHTS]
+    let holds_weights = [PEFT_WEIGHTS, DIFFUSERS_WEIGHTS, KOHYA_WEIGHTS]
         .iter()
         .any(|name| path.join(name).is_file());
     if path.is_file() || holds_weights {
         return Ok(());
     }
     let why = if path.is_dir() {
-        format!("a folder without {PEFT_WEIGHTS} or {DIFFUSERS_WEIGHTS}")
+        format!("a folder without {PEFT_WEIGHTS}, {DIFFUSERS_WEIGHTS} or {KOHYA_WEIGHTS}")
     } else {
         "no such file or folder".to_string()
     };
