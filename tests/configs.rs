@@ -28,6 +28,7 @@ fn shipped() -> Vec<PathBuf> {
 #[test]
 fn shipped_configs_parse_with_the_papers_settings_and_round_trip() {
     let mut paper = 0;
+    let mut toy_algorithms = Vec::new();
     for path in shipped() {
         let c = RunConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
         let name = path.display();
@@ -62,10 +63,18 @@ fn shipped_configs_parse_with_the_papers_settings_and_round_trip() {
             }
             ModelSource::Toy => {
                 assert_eq!(c.reward.as_ref().map(|r| r.kind), Some(RewardKind::X));
+                toy_algorithms.push(c.train.algorithm);
             }
         }
     }
-    assert_eq!(paper, 5, "the paper's four runs and the Fig. 6 animals run");
+    toy_algorithms.sort_by_key(|a| a.name());
+    let mut every = rocm::trainer::AlgorithmKind::ALL.to_vec();
+    every.sort_by_key(|a| a.name());
+    assert_eq!(toy_algorithms, every, "one toy config per algorithm");
+    assert_eq!(
+        paper, 6,
+        "the paper's four runs, the Fig. 6 animals run and the RLCM baseline"
+    );
 }
 
 #[test]
