@@ -1,4 +1,4 @@
-//! The hidden "human" of WORLD.md §2: a deterministic, pixel-level preference `h(image, prompt)`,
+//! The hidden "human" of docs/world.md §2: a deterministic, pixel-level preference `h(image, prompt)`,
 //! never differentiated and never used as a training reward (only to label comparisons and to
 //! evaluate).
 //!

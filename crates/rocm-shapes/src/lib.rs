@@ -1,4 +1,4 @@
-//! The shapes world (WORLD.md): a small, real image world that ships with ROCM.
+//! The shapes world (docs/world.md): a small, real image world that ships with ROCM.
 //!
 //! - [`world`]: the attributes (shape, colour, size, position, background), the seeded scene
 //!   sampler with its train / validation / test / compositional splits, and the caption grammar.

@@ -1,4 +1,4 @@
-//! The attributes of the shapes world (WORLD.md §1), the scene sampler with its train / validation /
+//! The attributes of the shapes world (docs/world.md §1), the scene sampler with its train / validation /
 //! test splits, and the caption grammar.
 //!
 //! A [`Scene`] is one or two [`Object`]s on a [`Background`]; its caption names every object's
