@@ -102,7 +102,10 @@ pub use kohya::{
     KOHYA_TEXT_ENCODER_PREFIXES, KOHYA_UNET_PREFIX, KOHYA_WEIGHTS, kohya_name, save_kohya,
 };
 pub use linear::{Linear, LinearConfig, LoraLinear};
-pub use load::{LoadOptions, LoadReport, TextEncoderKeys, load_adapters, load_adapters_with};
+pub use load::{
+    LoadOptions, LoadReport, TextEncoderKeys, adapter_weights_file, load_adapters,
+    load_adapters_with,
+};
 pub use merged::save_merged_weights;
 pub use paths::{ADAPTER_PARAM_REGEX, is_adapter_param_path};
 pub use save::{

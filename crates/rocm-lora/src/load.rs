@@ -133,7 +133,7 @@ pub fn load_adapters_with<M: Module + LoraContainer>(
     path: impl AsRef<Path>,
     options: &LoadOptions,
 ) -> Result<LoadReport, Error> {
-    let file = resolve_weights(path.as_ref());
+    let file = adapter_weights_file(path.as_ref());
     let raw = read_file(&file)?;
     let info = scale_info(&raw, &file, &options.prefix)?;
     let (mut groups, skipped_keys) = group_keys(&raw, &options.prefix, &KohyaNames::of(model))?;
@@ -198,7 +198,10 @@ pub fn load_adapters_with<M: Module + LoraContainer>(
     })
 }
 
-fn resolve_weights(path: &Path) -> PathBuf {
+/// The weight file [`load_adapters`] reads for `path`: `path` itself, or in a folder the first
+/// of [`PEFT_WEIGHTS`], [`DIFFUSERS_WEIGHTS`] and [`KOHYA_WEIGHTS`] present (else the diffusers
+/// name, which then fails to open). Its `adapter_config.json` sibling, if any, holds α.
+pub fn adapter_weights_file(path: &Path) -> PathBuf {
     if path.is_dir() {
         for name in [PEFT_WEIGHTS, DIFFUSERS_WEIGHTS, KOHYA_WEIGHTS] {
             if path.join(name).is_file() {
