@@ -109,21 +109,40 @@ impl RgbImage {
 
     /// Writes the image as an 8-bit RGB PNG.
     pub fn save(&self, path: &Path) -> Result<(), Error> {
-        let fail = |e: &dyn std::fmt::Display| Error::Io {
-            path: path.to_path_buf(),
-            source: std::io::Error::other(e.to_string()),
-        };
         let file = File::create(path).map_err(io(path))?;
-        let (w, h) = (
-            u32::try_from(self.width).map_err(|e| fail(&e))?,
-            u32::try_from(self.height).map_err(|e| fail(&e))?,
-        );
-        let mut encoder = png::Encoder::new(BufWriter::new(file), w, h);
+        self.write_png(BufWriter::new(file)).map_err(|e| Error::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e),
+        })
+    }
+
+    /// The bytes [`RgbImage::save`] writes (`rocm review` keeps its images in a database).
+    ///
+    /// # Panics
+    /// For an image wider or taller than `u32::MAX` pixels (PNG's limit).
+    pub fn to_png(&self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        // Writing to memory fails only for images wider or taller than u32::MAX pixels.
+        if let Err(e) = self.write_png(&mut bytes) {
+            panic!(
+                "RgbImage::to_png of a {}x{} image: {e}",
+                self.width, self.height
+            );
+        }
+        bytes
+    }
+
+    fn write_png(&self, out: impl std::io::Write) -> Result<(), String> {
+        let w = u32::try_from(self.width).map_err(|e| e.to_string())?;
+        let h = u32::try_from(self.height).map_err(|e| e.to_string())?;
+        let mut encoder = png::Encoder::new(out, w, h);
         encoder.set_color(png::ColorType::Rgb);
         encoder.set_depth(png::BitDepth::Eight);
-        let mut writer = encoder.write_header().map_err(|e| fail(&e))?;
-        writer.write_image_data(&self.rgb).map_err(|e| fail(&e))?;
-        writer.finish().map_err(|e| fail(&e))
+        let mut writer = encoder.write_header().map_err(|e| e.to_string())?;
+        writer
+            .write_image_data(&self.rgb)
+            .map_err(|e| e.to_string())?;
+        writer.finish().map_err(|e| e.to_string())
     }
 }
 
