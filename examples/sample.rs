@@ -11,11 +11,13 @@
 //! `LcmPipeline::from_pretrained` reads a name or path: an existing folder first, then an
 //! `org/name` id.
 //! Writes `OUT/image-<i>.png` per prompt and `OUT/grid.png` (`rocm::trainer::images`), with
-//! per-step progress on stderr. The `rocm sample` command does the same, with LoRA adapters.
+//! per-step progress on stderr. `--lora FILE_OR_DIR` loads adapters onto the UNet (diffusers, PEFT
+//! or kohya layout, as `rocm sample --lora`).
 //!
 //! Options that make a run comparable with diffusers exactly:
 //! - `--noise FILE`: safetensors with `latents` `[B,4,h,w]` (x_0) and `noise` `[K−1,B,4,h,w]`
-//!   (`noise[k]` = z_k, the scheduler's re-noising draw at step k), f32, used instead of the RNG;
+//!   (`noise[k]` = z_k, the scheduler's re-noising draw at step k), f32, used instead of the RNG
+//!   (`rocm::tensor_files`; `rocm sample --noise` takes the same file);
 //! - `--out-tensor FILE`: writes safetensors with `image` `[B,3,H,W]` f32 in `[0, 1]`, before the
 //!   8-bit quantisation `(x·255).round()` of the PNGs.
 //!
@@ -25,17 +27,15 @@
 
 #![allow(clippy::print_stdout)] // an example owns the terminal
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use burn::prelude::*;
 use clap::{Arg, ArgAction, ArgMatches, Command};
+use rocm::lora::load_adapters;
 use rocm::models::pipeline::{LcmPipeline, NoiseSource};
-use rocm::sampler::SamplerNoise;
+use rocm::tensor_files::{read_noise, write_image_tensor};
 use rocm::trainer::images::write_images;
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 mod common;
 
@@ -50,6 +50,7 @@ struct Args {
     out: PathBuf,
     noise: Option<PathBuf>,
     out_tensor: Option<PathBuf>,
+    lora: Option<PathBuf>,
     device: String,
 }
 
@@ -119,6 +120,13 @@ fn cli() -> Command {
                 .help("Also write the images as safetensors `image` [B,3,H,W] f32 in [0, 1]"),
         )
         .arg(
+            Arg::new("lora")
+                .long("lora")
+                .value_name("FILE_OR_DIR")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("LoRA adapters on the UNet: a .safetensors (diffusers, PEFT or kohya layout) or a folder holding one"),
+        )
+        .arg(
             Arg::new("device")
                 .long("device")
                 .value_name("NAME")
@@ -143,6 +151,7 @@ impl Args {
             out: path("out").unwrap_or_default(),
             noise: path("noise"),
             out_tensor: path("out-tensor"),
+            lora: path("lora"),
             device: string("device"),
         }
     }
@@ -155,10 +164,22 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> Result<(), String> {
     let (device, backend) = rocm::select_device(&args.device).map_err(|e| e.to_string())?;
     eprintln!("loading {} on {backend}", args.model);
-    let pipeline = LcmPipeline::from_pretrained(&args.model, &device).map_err(|e| e.to_string())?;
+    let mut pipeline =
+        LcmPipeline::from_pretrained(&args.model, &device).map_err(|e| e.to_string())?;
+    if let Some(lora) = &args.lora {
+        let report = load_adapters(&mut pipeline.unet, lora)
+            .map_err(|e| format!("--lora {}: {e}", lora.display()))?;
+        eprintln!(
+            "loaded {} LoRA adapters from {}",
+            report.loaded.len(),
+            report.file.display()
+        );
+    }
     let prompts: Vec<&str> = args.prompts.iter().map(String::as_str).collect();
     let noise = match &args.noise {
-        Some(path) => NoiseSource::Injected(read_noise(path, prompts.len(), args.steps, &device)?),
+        Some(path) => NoiseSource::Injected(
+            read_noise(path, prompts.len(), args.steps, &device).map_err(|e| e.to_string())?,
+        ),
         None => NoiseSource::Seed(args.seed),
     };
     let start = Instant::now();
@@ -170,83 +191,11 @@ fn run(args: &Args) -> Result<(), String> {
         .generate_with_progress(&prompts, args.steps, args.guidance, noise, progress)
         .map_err(|e| e.to_string())?;
     if let Some(path) = &args.out_tensor {
-        let shape = images.dims();
-        let pixels: Vec<f32> = images
-            .clone()
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .map_err(|e| format!("reading the images back: {e:?}"))?;
-        std::fs::create_dir_all(&args.out)
-            .map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
-        write_tensor(path, "image", &pixels, &shape)?;
+        write_image_tensor(path, images.clone()).map_err(|e| e.to_string())?;
         println!("{}", path.display());
     }
     for path in write_images(&args.out, images).map_err(|e| e.to_string())? {
         println!("{}", path.display());
     }
     Ok(())
-}
-
-/// Reads `latents` `[B,C,h,w]` and `noise` `[K−1,B,C,h,w]` (f32) from a safetensors file.
-fn read_noise(
-    path: &Path,
-    batch: usize,
-    steps: usize,
-    device: &Device,
-) -> Result<SamplerNoise<4>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let file = SafeTensors::deserialize(&bytes)
-        .map_err(|e| format!("{} is not a safetensors file: {e}", path.display()))?;
-    let get = |name: &str, rank: usize| -> Result<(Vec<usize>, Vec<f32>), String> {
-        let view = file
-            .tensor(name)
-            .map_err(|_| format!("{}: no tensor `{name}`", path.display()))?;
-        if view.dtype() != Dtype::F32 || view.shape().len() != rank {
-            return Err(format!(
-                "{}: `{name}` is {:?} {:?}, expected a rank-{rank} F32 tensor",
-                path.display(),
-                view.dtype(),
-                view.shape()
-            ));
-        }
-        let values = view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        Ok((view.shape().to_vec(), values))
-    };
-    let (latent_shape, latents) = get("latents", 4)?;
-    let (noise_shape, noise) = get("noise", 5)?;
-    let expected_noise: Vec<usize> = std::iter::once(steps - 1)
-        .chain(latent_shape.clone())
-        .collect();
-    if latent_shape[0] != batch || noise_shape != expected_noise {
-        return Err(format!(
-            "{}: latents {latent_shape:?} and noise {noise_shape:?} do not fit {batch} prompt(s) and \
-             {steps} steps: expected latents [{batch}, C, h, w] and noise [{}, {batch}, C, h, w]",
-            path.display(),
-            steps - 1
-        ));
-    }
-    let shape: [usize; 4] = [
-        latent_shape[0],
-        latent_shape[1],
-        latent_shape[2],
-        latent_shape[3],
-    ];
-    let numel: usize = shape.iter().product();
-    let tensor = |v: &[f32]| Tensor::<4>::from_data(TensorData::new(v.to_vec(), shape), device);
-    let steps = noise.chunks_exact(numel.max(1)).map(tensor).collect();
-    Ok(SamplerNoise::new(tensor(&latents), steps))
-}
-
-/// Writes one f32 tensor to a safetensors file.
-fn write_tensor(path: &Path, name: &str, values: &[f32], shape: &[usize]) -> Result<(), String> {
-    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let view = TensorView::new(Dtype::F32, shape.to_vec(), &bytes).map_err(|e| e.to_string())?;
-    let tensors: HashMap<String, TensorView> = HashMap::from([(name.to_string(), view)]);
-    safetensors::serialize_to_file(tensors, None, path)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }

@@ -14,7 +14,8 @@
 //!
 //! This crate's own modules: [`run`] (a whole run from one TOML file: model, reward, prompts,
 //! trainer settings), [`reward`] (the built-in rewards by name), [`device`] (backend selection),
-//! [`bench`] (the benchmark workload).
+//! [`bench`] (the benchmark workload), [`tensor_files`] (injected noise and image tensors, for
+//! exact comparisons with diffusers).
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -22,6 +23,7 @@ pub mod bench;
 pub mod device;
 pub mod reward;
 pub mod run;
+pub mod tensor_files;
 
 pub use rocm_divergence as divergence;
 pub use rocm_lora as lora;

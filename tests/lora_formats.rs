@@ -9,9 +9,13 @@
 //! - kohya files written on the Python side load as diffusers loads them: diffusers' own
 //!   PEFT → kohya converter (int64 `alpha = rank`) and an LDM/SGM-named writer (float16, per-module α);
 //! - `rocm export --format merged` writes a `unet/` folder whose plain load equals the unmerged
-//!   LoRA (diffusers' `from_pretrained` of it is in the fixture too).
+//!   LoRA (diffusers' `from_pretrained` of it is in the fixture too);
+//! - `rocm sample --noise --lora` and the `sample` example with `--lora` reproduce diffusers'
+//!   `LatentConsistencyModelPipeline` + `load_lora_weights` on the same noise (1e-4 on the image).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -200,4 +204,65 @@ fn merged_export_equals_the_unmerged_lora() {
         assert!(d < TOL, "merged vs diffusers {key}: {d}");
     }
     std::fs::remove_dir_all(out).ok();
+}
+
+/// Runs `command` (`rocm sample` or the `sample` example) on pipeline-a's two prompts with our
+/// kohya export and diffusers' noise, and checks its `--out-tensor` images against
+/// `LatentConsistencyModelPipeline` + `load_lora_weights` on the same noise.
+fn check_sample(mut command: Command, name: &str) {
+    let out = scratch(name);
+    let tensor = out.join("image.safetensors");
+    let output = command
+        .arg("--model")
+        .arg(pipeline_a())
+        .args(["--prompt", "a photo of a cat"])
+        .args(["--prompt", "an astronaut riding a horse on the moon"])
+        .arg("--lora")
+        .arg(fixture("ours/lora_kohya.safetensors"))
+        .arg("--noise")
+        .arg(fixture("python/sample_expected.safetensors"))
+        .arg("--out-tensor")
+        .arg(&tensor)
+        .args([
+            "--steps",
+            "4",
+            "--guidance",
+            "8.0",
+            "--device",
+            "flex",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("loaded 83 LoRA adapters"), "{stderr}");
+    let (_, shape, got) = read_all(&tensor).remove(0);
+    assert_eq!(shape, [2, 3, 16, 16]);
+    let want = read_all(&fixture("python/sample_expected.safetensors"))
+        .into_iter()
+        .find(|(k, _, _)| k == "image")
+        .unwrap()
+        .2;
+    let d = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    eprintln!("{name}: max |ours - diffusers LCM pipeline + load_lora_weights| = {d:e}");
+    assert!(d < 1e-4, "{name}: image vs diffusers: {d}");
+    std::fs::remove_dir_all(&out).ok();
+}
+
+#[test]
+fn rocm_sample_with_noise_and_lora_reproduces_diffusers() {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_rocm"));
+    command.arg("sample");
+    check_sample(command, "cli");
+}
+
+#[test]
+fn sample_example_with_lora_reproduces_diffusers() {
+    check_sample(Command::new(common::example_binary("sample")), "example");
 }

@@ -82,6 +82,18 @@ pub struct ExportArgs {
     pub device: String,
 }
 
+/// How `--lora` files load: text-encoder adapters refused unless `--skip-text-encoder`.
+pub fn load_options(skip_text_encoder: bool) -> LoadOptions {
+    LoadOptions {
+        text_encoder: if skip_text_encoder {
+            TextEncoderKeys::Skip
+        } else {
+            TextEncoderKeys::Refuse
+        },
+        ..LoadOptions::default()
+    }
+}
+
 /// The UNet folder of `model`: `<pipeline>/unet`, or `model` itself when it is a UNet folder.
 fn unet_dir(model: &str) -> Result<PathBuf, Failure> {
     let files = [
@@ -127,15 +139,7 @@ pub fn export(args: &ExportArgs) -> Result<(), Failure> {
     let (device, _) = rocm::select_device(&args.device)?;
     let mut unet = UNet2DConditionModel::from_pretrained(&unet_dir, &device)
         .map_err(|e| format!("--model `{}`: {e}", args.model))?;
-    let options = LoadOptions {
-        text_encoder: if args.skip_text_encoder {
-            TextEncoderKeys::Skip
-        } else {
-            TextEncoderKeys::Refuse
-        },
-        ..LoadOptions::default()
-    };
-    let report = load_adapters_with(&mut unet, &args.lora, &options)
+    let report = load_adapters_with(&mut unet, &args.lora, &load_options(args.skip_text_encoder))
         .map_err(|e| format!("--lora {}: {e}", args.lora.display()))?;
     eprintln!(
         "loaded {} LoRA adapters from {}",

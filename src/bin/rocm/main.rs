@@ -4,7 +4,8 @@
 //! rocm train  --config configs/lcm_dreamshaper_pickscore.toml [--resume] [--device flex]
 //!             [--reward-model DIR_OR_HUB_ID] [--reward-head FILE]
 //! rocm sample --model DIR_OR_HUB_ID --prompt TEXT [--prompt TEXT …] [--lora FILE_OR_CHECKPOINT]
-//!             [--steps 4] [--guidance 8.0] [--seed 0] [--out samples] [--device flex]
+//!             [--steps 4] [--guidance 8.0] [--seed 0 | --noise FILE] [--out samples]
+//!             [--out-tensor FILE] [--skip-text-encoder] [--device flex]
 //! rocm eval   --config FILE [--lora FILE_OR_CHECKPOINT] [--device flex]
 //!             [--reward-model DIR_OR_HUB_ID] [--reward-head FILE]
 //! rocm export --model DIR_OR_HUB_ID --lora FILE_OR_CHECKPOINT --format peft|diffusers|kohya|merged
@@ -30,6 +31,10 @@
 //! `sample` generates one image per prompt with an LCM pipeline (a folder or cached hub id) in
 //! `--steps` steps at guidance scale `--guidance`, noise drawn from `--seed`, and writes
 //! `OUT/image-<i>.png` and `OUT/grid.png` (near-square), printing their paths on stdout.
+//! `--noise FILE` takes the noise from a safetensors file instead (`latents` `[B,4,h,w]` = x_0,
+//! `noise` `[K−1,B,4,h,w]` = the scheduler's z_k; [`rocm::tensor_files`]) and `--out-tensor FILE`
+//! also writes the images as f32 `image` `[B,3,H,W]`: with diffusers' noise and the same LoRA
+//! the result is diffusers' `LatentConsistencyModelPipeline` + `load_lora_weights` image.
 //! `--lora` loads adapters onto the UNet: a `.safetensors` file in the diffusers or PEFT layout
 //! (ours, or peft's/diffusers'), or a folder holding one (a checkpoint folder
 //! `<output_dir>/checkpoints/step-NNNNNN`, a PEFT folder). Ranks come from the factors' shapes;
@@ -216,6 +221,21 @@ fn sample_command() -> Command {
                 .help("Noise seed"),
         )
         .arg(
+            Arg::new("noise")
+                .long("noise")
+                .value_name("FILE")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("safetensors with `latents` [B,4,h,w] and `noise` [K-1,B,4,h,w] (f32), instead of --seed's (diffusers' noise, for exact comparisons)"),
+        )
+        .arg(
+            Arg::new("out-tensor")
+                .long("out-tensor")
+                .value_name("FILE")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("Also write the images as safetensors `image` [B,3,H,W] f32 in [0, 1]"),
+        )
+        .arg(skip_text_encoder_arg())
+        .arg(
             Arg::new("out")
                 .long("out")
                 .default_value("samples")
@@ -284,6 +304,9 @@ fn run(matches: &ArgMatches) -> Result<(), Failure> {
             steps: m.get_one::<usize>("steps").copied().unwrap_or(4),
             guidance: m.get_one::<f32>("guidance").copied().unwrap_or(8.0),
             seed: m.get_one::<u64>("seed").copied().unwrap_or(0),
+            noise: path(m, "noise"),
+            out_tensor: path(m, "out-tensor"),
+            skip_text_encoder: m.get_flag("skip-text-encoder"),
             out: path(m, "out").unwrap_or_default(),
             device: string(m, "device").unwrap_or_default(),
         }),
