@@ -11,7 +11,9 @@
 //! of 256 fixed-seed samples after every iteration. ROCM runs unregularised (β = 0, the same as
 //! the baselines, so that only the gradient estimator differs) and with KL at β = 0.1, DRaFT-1 is
 //! ROCM back-propagating through the last step only, and the baselines use their reference
-//! defaults (`rocm_trainer::algorithm`).
+//! defaults (`rocm_trainer::algorithm`). DDPO samples the same base with DDIM (η = 1, K = 4:
+//! every step a Gaussian policy; the toy's ε-predictor is a diffusion model too), the others
+//! with the LCM sampler.
 //!
 //! Writes `results.md` and `results.csv` (final reward, seconds, reward queries, and ROCM's
 //! wall-clock to reach RLCM's final reward as a ratio of RLCM's), `curves.csv` and
@@ -26,7 +28,7 @@ use burn::prelude::*;
 use clap::{Arg, Command, value_parser};
 use rocm::lora::{InitLoraWeights, LoraConfig, TargetModules, apply_lora};
 use rocm::sampler::Branch;
-use rocm::trainer::algorithm::AlgorithmKind;
+use rocm::trainer::algorithm::{AlgorithmKind, SamplerKind};
 use rocm::trainer::toy::{self, ToyPointModel};
 use rocm::trainer::{GuidanceKind, LatentReward, RocmTrainer, TrainConfig, plot};
 
@@ -48,44 +50,58 @@ impl LatentReward<2> for Target {
 struct Method {
     name: &'static str,
     algorithm: AlgorithmKind,
+    sampler: SamplerKind,
     beta: f64,
     backprop_steps: usize,
 }
 
-const METHODS: [Method; 6] = [
+const METHODS: [Method; 7] = [
     Method {
         name: "ROCM (beta 0)",
         algorithm: AlgorithmKind::Rocm,
+        sampler: SamplerKind::Lcm,
         beta: 0.0,
         backprop_steps: 0,
     },
     Method {
         name: "ROCM (KL, beta 0.1)",
         algorithm: AlgorithmKind::Rocm,
+        sampler: SamplerKind::Lcm,
         beta: 0.1,
         backprop_steps: 0,
     },
     Method {
         name: "DRaFT-1 (beta 0)",
         algorithm: AlgorithmKind::Rocm,
+        sampler: SamplerKind::Lcm,
         beta: 0.0,
         backprop_steps: 1,
     },
     Method {
         name: "RLCM",
         algorithm: AlgorithmKind::Rlcm,
+        sampler: SamplerKind::Lcm,
+        beta: 0.0,
+        backprop_steps: 0,
+    },
+    Method {
+        name: "DDPO (DDIM)",
+        algorithm: AlgorithmKind::Ddpo,
+        sampler: SamplerKind::Ddim,
         beta: 0.0,
         backprop_steps: 0,
     },
     Method {
         name: "DPOK",
         algorithm: AlgorithmKind::Dpok,
+        sampler: SamplerKind::Lcm,
         beta: 0.0,
         backprop_steps: 0,
     },
     Method {
         name: "D3PO",
         algorithm: AlgorithmKind::D3po,
+        sampler: SamplerKind::Lcm,
         beta: 0.0,
         backprop_steps: 0,
     },
@@ -103,7 +119,7 @@ fn mean_reward(t: &RocmTrainer<2, ToyPointModel>) -> Result<f64, Box<dyn std::er
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let matches = Command::new("baselines_toy")
-        .about("ROCM against RLCM, DPOK, D3PO and DRaFT-1 on the 2-D toy, same budget")
+        .about("ROCM against RLCM, DDPO, DPOK, D3PO and DRaFT-1 on the 2-D toy, same budget")
         .arg(
             Arg::new("iterations")
                 .long("iterations")
@@ -154,6 +170,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         apply_lora(&mut model, &lora)?;
         let config = TrainConfig {
             algorithm: method.algorithm,
+            sampler: Some(method.sampler),
             beta: method.beta,
             backprop_steps: method.backprop_steps,
             num_steps: 4,
@@ -171,6 +188,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .reward(Target)
             .unconditional()
             .scheduler(toy::scheduler())
+            .ddim_scheduler(toy::ddim_scheduler())
             .latent_shape([1, 2])
             .device(device.clone())
             .build()?;

@@ -25,6 +25,7 @@ use std::time::Instant;
 use clap::{Arg, Command};
 use rocm::divergence::{DivergenceConfig, DivergenceKind};
 use rocm::lora::{InitLoraWeights, LoraConfig, TargetModules, apply_lora};
+use rocm::sampler::Branch;
 use rocm::trainer::plot;
 use rocm::trainer::toy::{self, ProxyX, ToyPointModel, data};
 use rocm::trainer::{GuidanceKind, MetricsWriter, RocmTrainer, TrainConfig};
@@ -77,13 +78,10 @@ struct Outcome {
 /// Mean proxy and true objective of the model's samples on the fixed evaluation seeds.
 fn evaluate(lambda: f64, t: &RocmTrainer<2, ToyPointModel>) -> (f64, f64, Vec<[f32; 2]>) {
     let seeds: Vec<u64> = (1_000_000..1_000_000 + EVAL).collect();
-    let options = t.sampler_options().with_base(false);
-    let traj = t
-        .sampler()
-        .sample_no_grad(t.model(), &(), t.batch_noise(&seeds), &options)
-        .expect("valid sampler options");
-    let v = traj
-        .final_latent
+    let prompts = vec![String::new(); seeds.len()];
+    let v = t
+        .sample_final_latents(Branch::Policy, &prompts, &seeds)
+        .expect("valid sampler options")
         .into_data()
         .try_into_vec::<f32>()
         .expect("f32 latents");

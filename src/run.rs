@@ -32,6 +32,7 @@ use crate::lora::{LoadReport, LoraContainer, apply_lora, load_adapters};
 use crate::models::{LcmPipeline, UNet2DConditionModel};
 use crate::reward::{RewardError, RewardKind};
 use crate::rewards::RewardModel;
+use crate::trainer::SamplerKind;
 use crate::trainer::toy::{self, ProxyX, ToyPointModel};
 use crate::trainer::{DecodedReward, RocmTrainer, TrainConfig};
 
@@ -380,6 +381,7 @@ impl RunConfig {
                     .reward(ProxyX)
                     .unconditional()
                     .scheduler(toy::scheduler())
+                    .ddim_scheduler(toy::ddim_scheduler())
                     .latent_shape([1, 2])
                     .device(device)
                     .build()?;
@@ -410,6 +412,15 @@ impl RunConfig {
                         model: name.clone(),
                         message: e.to_string(),
                     })?;
+                let ddim = match train.sampler_kind() {
+                    SamplerKind::Ddim => {
+                        Some(pipeline.ddim_scheduler().map_err(|e| RunError::Model {
+                            model: name.clone(),
+                            message: e.to_string(),
+                        })?)
+                    }
+                    SamplerKind::Lcm => None,
+                };
                 let parts = pipeline.into_training_parts();
                 let mut unet = parts.unet;
                 let loaded = attach(&mut unet, &train, adapters)?;
@@ -421,14 +432,17 @@ impl RunConfig {
                         key: "prompts",
                         message: e.to_string(),
                     })?;
-                let trainer = RocmTrainer::builder(train)
+                let mut builder = RocmTrainer::builder(train)
                     .model(unet)
                     .reward(DecodedReward::new(parts.vae.no_grad(), reward))
                     .prompts(prompts, parts.text_encoder)
                     .sampler(parts.sampler)
                     .latent_shape(parts.latent_shape)
-                    .device(device)
-                    .build()?;
+                    .device(device);
+                if let Some(ddim) = ddim {
+                    builder = builder.ddim_scheduler(ddim);
+                }
+                let trainer = builder.build()?;
                 (Run::Pipeline(Box::new(trainer)), loaded)
             }
         };

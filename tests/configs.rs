@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use rocm::divergence::DivergenceConfig;
 use rocm::reward::RewardKind;
 use rocm::run::{Adapters, ModelSource, PromptSource, Run, RunConfig};
+use rocm::trainer::{SamplerKind, TrainConfig};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -45,12 +46,29 @@ fn shipped_configs_parse_with_the_papers_settings_and_round_trip() {
         let t = &c.train;
         match &c.model {
             ModelSource::Pretrained(id) => {
-                assert_eq!(id, "SimianLuo/LCM_Dreamshaper_v7", "{name}");
+                // The paper: the consistency-model methods on LCM Dreamshaper v7, the diffusion
+                // baselines on dreamshaper-7, every shared setting as `TrainConfig::paper`.
+                let sampler = match id.as_str() {
+                    "SimianLuo/LCM_Dreamshaper_v7" => SamplerKind::Lcm,
+                    "Lykon/dreamshaper-7" => SamplerKind::Ddim,
+                    other => panic!("{name}: unexpected model {other}"),
+                };
                 paper += 1;
-                assert_eq!(
-                    (t.num_steps, t.guidance_scale, t.learning_rate),
-                    (8, 7.5, 6e-5)
-                );
+                let p = TrainConfig::paper(t.algorithm);
+                assert_eq!(t.sampler_kind(), sampler, "{name}");
+                let shared = |c: &TrainConfig| {
+                    (
+                        c.sampler_kind(),
+                        c.num_steps,
+                        c.guidance,
+                        c.guidance_scale,
+                        c.learning_rate,
+                        c.batch_size,
+                        c.gradient_accumulation_steps,
+                        c.ddim.eta,
+                    )
+                };
+                assert_eq!(shared(t), shared(&p), "{name}");
                 assert_eq!((t.lora.r, t.lora.alpha), (16, 32.0), "{name}");
                 assert_eq!(
                     (t.divergence, t.beta),
@@ -72,8 +90,9 @@ fn shipped_configs_parse_with_the_papers_settings_and_round_trip() {
     every.sort_by_key(|a| a.name());
     assert_eq!(toy_algorithms, every, "one toy config per algorithm");
     assert_eq!(
-        paper, 6,
-        "the paper's four runs, the Fig. 6 animals run and the RLCM baseline"
+        paper, 9,
+        "the paper's four runs, the Fig. 6 animals run, the RLCM baseline and the DDPO, DPOK \
+         and D3PO baselines on dreamshaper-7"
     );
 }
 

@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use burn::prelude::*;
 use rocm_sampler::{
-    ConsistencyModel, Guidance, LcmScheduler, LcmSchedulerConfig, ModelInput, Prediction, Sampler,
-    SamplerNoise, SamplerOptions,
+    ConsistencyModel, DdimScheduler, Guidance, LcmScheduler, LcmSchedulerConfig, ModelInput,
+    Prediction, Sampler, SamplerNoise, SamplerOptions,
 };
 
 use crate::clip::CLIPTextModel;
@@ -112,6 +112,8 @@ pub struct LcmPipeline {
     /// `2^(len(vae.block_out_channels) − 1)`: image pixels per latent pixel.
     pub vae_scale_factor: usize,
     device: Device,
+    /// The folder the pipeline was loaded from.
+    dir: PathBuf,
 }
 
 impl LcmPipeline {
@@ -155,6 +157,7 @@ impl LcmPipeline {
             latent_channels: unet_config.in_channels,
             vae_scale_factor: 1 << vae_config.block_out_channels.len().saturating_sub(1),
             device: device.clone(),
+            dir: dir.to_path_buf(),
         })
     }
 
@@ -213,6 +216,17 @@ impl LcmPipeline {
             &self.device,
         )?;
         Ok(text)
+    }
+
+    /// The pipeline's `scheduler/scheduler_config.json` read as a `DDIMScheduler`, as
+    /// diffusers' `DDIMScheduler.from_config(pipe.scheduler.config)` does (what DDPO, DPOK and
+    /// D3PO sample a diffusion UNet such as `Lykon/dreamshaper-7` with): the betas and
+    /// `steps_offset` of the file, the other schedulers' keys ignored.
+    ///
+    /// Errors when the file is not a valid DDIM configuration, naming it and the key.
+    pub fn ddim_scheduler(&self) -> Result<DdimScheduler, PipelineError> {
+        let path = self.dir.join("scheduler").join("scheduler_config.json");
+        DdimScheduler::from_file(&path).map_err(|source| PipelineError::Scheduler { path, source })
     }
 
     /// The sampler of the pipeline's own noise schedule (`scheduler/scheduler_config.json`).

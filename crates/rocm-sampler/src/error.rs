@@ -62,6 +62,16 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A scheduler config value that is out of range or unsupported.
+    #[error("scheduler config {origin}: `{key}` {reason}")]
+    BadConfig {
+        /// The file name, or `<string>` / `<config>`.
+        origin: String,
+        /// The offending key, as in `scheduler_config.json`.
+        key: &'static str,
+        /// What is wrong with its value.
+        reason: String,
+    },
     /// A scheduler config could not be parsed.
     #[error("cannot parse scheduler config {origin}: {source}")]
     Json {

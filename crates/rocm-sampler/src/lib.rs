@@ -63,7 +63,9 @@ mod guidance;
 mod logprob;
 mod noise;
 mod sampler;
+mod sampler_ddim;
 mod schedule;
+mod scheduling_ddim;
 mod scheduling_lcm;
 mod threads;
 pub mod toy;
@@ -75,7 +77,9 @@ pub use guidance::{Guidance, GuidanceMapping, classifier_free_guidance, guidance
 pub use logprob::gaussian_log_prob;
 pub use noise::SamplerNoise;
 pub use sampler::{Sampler, SamplerOptions};
+pub use sampler_ddim::{DdimSampler, DdimSamplerOptions};
 pub use schedule::{BetaSchedule, NoiseSchedule};
+pub use scheduling_ddim::{DdimScheduler, DdimSchedulerConfig, DdimStepOutput, TimestepSpacing};
 pub use scheduling_lcm::{LcmScheduler, LcmSchedulerConfig, LcmSpacing, LcmStepOutput, SIGMA_DATA};
 pub use trajectory::{StepPolicy, Trajectory, TrajectoryStep, per_sample_mean, per_sample_sum};
 

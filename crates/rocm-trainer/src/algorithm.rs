@@ -2,10 +2,14 @@
 //!
 //! ```toml
 //! [train]
-//! algorithm = "rlcm"          # rocm (default), rlcm, dpok, d3po
+//! algorithm = "rlcm"          # rocm (default), rlcm, ddpo, dpok, d3po
 //! [train.rlcm]
 //! clip_range = 1e-4
 //! ```
+//!
+//! DDPO samples with DDIM (`sampler = "ddim"`, `[train.ddim]`), on an ε-prediction diffusion
+//! UNet; DPOK and D3PO run on either sampler (their papers use DDIM; on an LCM they are the
+//! paper's LCM ports).
 //!
 //! Every default is the reference implementation's (RLCM's `conf/`, DDPO's `config/base.py`,
 //! DPOK's `train_online_pg.py`, D3PO's `config/base.py`), and says "ours" where a setting is a
@@ -23,6 +27,8 @@ pub enum AlgorithmKind {
     Rocm,
     /// RLCM: PPO on the LCM's per-step Gaussian policy (`[train.rlcm]`).
     Rlcm,
+    /// DDPO: the same PPO on a DDIM (η > 0) diffusion sampler (`[train.ddpo]`, `[train.ddim]`).
+    Ddpo,
     /// DPOK: KL-regularised policy gradient with a per-prompt baseline (`[train.dpok]`).
     Dpok,
     /// D3PO: DPO on every step of trajectory pairs against the frozen base (`[train.d3po]`).
@@ -31,13 +37,14 @@ pub enum AlgorithmKind {
 
 impl AlgorithmKind {
     /// Every algorithm, in the order help texts list them.
-    pub const ALL: [Self; 4] = [Self::Rocm, Self::Rlcm, Self::Dpok, Self::D3po];
+    pub const ALL: [Self; 5] = [Self::Rocm, Self::Rlcm, Self::Ddpo, Self::Dpok, Self::D3po];
 
     /// The configuration name.
     pub fn name(self) -> &'static str {
         match self {
             Self::Rocm => "rocm",
             Self::Rlcm => "rlcm",
+            Self::Ddpo => "ddpo",
             Self::Dpok => "dpok",
             Self::D3po => "d3po",
         }
@@ -47,6 +54,116 @@ impl AlgorithmKind {
     /// rollouts (everything but ROCM).
     pub fn is_policy_gradient(self) -> bool {
         self != Self::Rocm
+    }
+
+    /// Whether the loss is PPO's clipped surrogate (RLCM, DDPO).
+    pub fn is_ppo(self) -> bool {
+        matches!(self, Self::Rlcm | Self::Ddpo)
+    }
+
+    /// The sampler the algorithm rolls out with when the configuration names none: DDIM for
+    /// DDPO, the LCM sampler for the others.
+    pub fn default_sampler(self) -> SamplerKind {
+        match self {
+            Self::Ddpo => SamplerKind::Ddim,
+            _ => SamplerKind::Lcm,
+        }
+    }
+}
+
+/// The sampler of training rollouts and evaluation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SamplerKind {
+    /// The multistep consistency sampler (`LCMScheduler`) of a latent consistency model.
+    #[default]
+    Lcm,
+    /// diffusers' `DDIMScheduler` on an ε-, v- or sample-prediction diffusion model, with
+    /// `[train.ddim]`'s η (`rocm_sampler::DdimSampler`).
+    Ddim,
+}
+
+impl SamplerKind {
+    /// The configuration name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Lcm => "lcm",
+            Self::Ddim => "ddim",
+        }
+    }
+}
+
+/// The DDIM sampler's settings (`[train.ddim]`; DDPO `config/base.py`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DdimConfig {
+    /// `η`: 1 (default, DDPO/DPOK/D3PO) makes every step a Gaussian policy; 0 is deterministic
+    /// DDIM, which a policy-gradient method cannot train.
+    pub eta: f32,
+}
+
+impl Default for DdimConfig {
+    fn default() -> Self {
+        Self { eta: 1.0 }
+    }
+}
+
+impl DdimConfig {
+    pub(crate) fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.eta.is_finite() && self.eta > 0.0 {
+            Ok(())
+        } else {
+            Err((
+                "ddim.eta",
+                format!(
+                    "must be finite and > 0 for training (η = 0 has no stochastic step), got {}",
+                    self.eta
+                ),
+            ))
+        }
+    }
+}
+
+/// PPO on the DDIM policy: DDPO's settings (`[train.ddpo]`; ddpo-pytorch `config/base.py`,
+/// BASELINES §2.3).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DdpoConfig {
+    /// PPO's ratio clip ε (default 1e-4, for the mean-over-elements log-prob).
+    pub clip_range: f64,
+    /// Advantages are clamped to `±adv_clip_max` (default 5).
+    pub adv_clip_max: f64,
+    /// Images sampled per drawn prompt (default 2, ours: see [`RlcmConfig::samples_per_prompt`]).
+    pub samples_per_prompt: usize,
+    /// Rewards kept per prompt by the stat tracker (default 16).
+    pub stat_buffer: usize,
+    /// Rewards a prompt needs before its own statistics replace the batch's (default 16).
+    pub stat_min_count: usize,
+}
+
+impl Default for DdpoConfig {
+    fn default() -> Self {
+        Self {
+            clip_range: 1e-4,
+            adv_clip_max: 5.0,
+            samples_per_prompt: 2,
+            stat_buffer: 16,
+            stat_min_count: 16,
+        }
+    }
+}
+
+impl DdpoConfig {
+    pub(crate) fn validate(&self) -> Result<(), (&'static str, String)> {
+        positive("ddpo.clip_range", self.clip_range)?;
+        positive("ddpo.adv_clip_max", self.adv_clip_max)?;
+        if self.samples_per_prompt == 0 || self.stat_buffer == 0 {
+            return Err((
+                "ddpo.samples_per_prompt",
+                "samples_per_prompt and stat_buffer must be at least 1".into(),
+            ));
+        }
+        Ok(())
     }
 }
 

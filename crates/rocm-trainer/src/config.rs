@@ -14,7 +14,9 @@ use rocm_lora::{InitLoraWeights, LoraConfig, TargetModules};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::algorithm::{AlgorithmKind, D3poConfig, DpokConfig, RlcmConfig};
+use crate::algorithm::{
+    AlgorithmKind, D3poConfig, DdimConfig, DdpoConfig, DpokConfig, RlcmConfig, SamplerKind,
+};
 use crate::schedule::LrSchedule;
 
 /// How the divergence of a step is reduced over the latent's elements (docs/method.md §4).
@@ -46,6 +48,18 @@ pub enum GuidanceKind {
     Embedded,
     /// No guidance (unconditional or guidance-free models such as the toy).
     None,
+    /// Classifier-free guidance with two model calls per step and the empty prompt as the
+    /// unconditional branch, `ε = ε_u + g (ε_c − ε_u)` (diffusion UNets; `sampler = "ddim"`).
+    ClassifierFree,
+}
+
+/// A guidance kind's configuration name.
+fn guidance_name(kind: GuidanceKind) -> &'static str {
+    match kind {
+        GuidanceKind::Embedded => "embedded",
+        GuidanceKind::None => "none",
+        GuidanceKind::ClassifierFree => "classifier_free",
+    }
 }
 
 /// The LoRA adapters (PEFT's names). Default: the paper's r = 16, α = 32, gaussian init on
@@ -112,9 +126,17 @@ impl LoraSection {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
-    /// The algorithm (default `rocm`; the baselines `rlcm`, `dpok`, `d3po` read their own
-    /// table below).
+    /// The algorithm (default `rocm`; the baselines `rlcm`, `ddpo`, `dpok`, `d3po` read their
+    /// own table below).
     pub algorithm: AlgorithmKind,
+    /// The rollout sampler, `lcm` or `ddim` (default: the algorithm's,
+    /// [`AlgorithmKind::default_sampler`]; read it with [`TrainConfig::sampler_kind`]). ROCM and
+    /// RLCM need `lcm`, DDPO `ddim`.
+    pub sampler: Option<SamplerKind>,
+    /// The DDIM sampler's settings (`[train.ddim]`, read when the sampler is `ddim`).
+    pub ddim: DdimConfig,
+    /// DDPO's settings (`[train.ddpo]`).
+    pub ddpo: DdpoConfig,
     /// ROCM only: back-propagate through the model calls of the last this many sampler steps
     /// (DRaFT-K; with β = 0, AlignProp's truncated backprop on an LCM); 0 for all of them
     /// (default 0, the paper's ROCM).
@@ -129,7 +151,8 @@ pub struct TrainConfig {
     pub num_steps: usize,
     /// Guidance scale `g` (default 7.5).
     pub guidance_scale: f32,
-    /// Guidance kind (default `embedded`).
+    /// Guidance kind (default `embedded`; a diffusion UNet sampled with DDIM takes
+    /// `classifier_free`).
     pub guidance: GuidanceKind,
     /// The LoRA adapters.
     pub lora: LoraSection,
@@ -204,6 +227,9 @@ impl Default for TrainConfig {
     fn default() -> Self {
         Self {
             algorithm: AlgorithmKind::Rocm,
+            sampler: None,
+            ddim: DdimConfig::default(),
+            ddpo: DdpoConfig::default(),
             backprop_steps: 0,
             rlcm: RlcmConfig::default(),
             dpok: DpokConfig::default(),
@@ -256,6 +282,45 @@ impl TrainConfig {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(crate::error::io(path))?;
         Self::from_toml_str(&text, path)
+    }
+
+    /// The paper's shared settings for `algorithm` — its rule for the baselines is "the same
+    /// batch size and lr" as ROCM (§4, App. 6): lr 6e-5, batch 1 without accumulation, CFG
+    /// scale 7.5, LoRA r16/α32 on `to_q`/`to_k`/`to_v`/`to_out.0`; the consistency-model methods
+    /// (ROCM, RLCM) with 8 LCM steps and embedded guidance, the diffusion baselines (DDPO, DPOK,
+    /// D3PO, on `Lykon/dreamshaper-7`) with 20 DDIM steps, η = 1 and classifier-free guidance.
+    /// Every other field is [`TrainConfig::default`]; the shipped `configs/lcm_dreamshaper_*.toml`
+    /// and `configs/dreamshaper7_*.toml` agree with it (a test checks).
+    pub fn paper(algorithm: AlgorithmKind) -> Self {
+        let diffusion = !matches!(algorithm, AlgorithmKind::Rocm | AlgorithmKind::Rlcm);
+        let (num_steps, sampler, guidance) = if diffusion {
+            (20, SamplerKind::Ddim, GuidanceKind::ClassifierFree)
+        } else {
+            (8, SamplerKind::Lcm, GuidanceKind::Embedded)
+        };
+        Self {
+            algorithm,
+            sampler: Some(sampler),
+            num_steps,
+            guidance,
+            guidance_scale: 7.5,
+            learning_rate: 6e-5,
+            batch_size: 1,
+            gradient_accumulation_steps: 1,
+            ddim: DdimConfig { eta: 1.0 },
+            lora: LoraSection {
+                r: 16,
+                alpha: 32.0,
+                ..LoraSection::default()
+            },
+            ..Self::default()
+        }
+    }
+
+    /// The rollout sampler: the configured one, or the algorithm's default.
+    pub fn sampler_kind(&self) -> SamplerKind {
+        self.sampler
+            .unwrap_or_else(|| self.algorithm.default_sampler())
     }
 
     /// The configuration as TOML.
@@ -311,9 +376,45 @@ impl TrainConfig {
                 ),
             );
         }
+        let sampler = self.sampler_kind();
+        let allowed = match self.algorithm {
+            AlgorithmKind::Rocm | AlgorithmKind::Rlcm => sampler == SamplerKind::Lcm,
+            AlgorithmKind::Ddpo => sampler == SamplerKind::Ddim,
+            AlgorithmKind::Dpok | AlgorithmKind::D3po => true,
+        };
+        if !allowed {
+            return bad(
+                "sampler",
+                format!(
+                    "`{}` does not train with the `{}` sampler (rocm and rlcm need `lcm`; ddpo \
+                     needs `ddim`: on an LCM it is rlcm)",
+                    self.algorithm.name(),
+                    sampler.name()
+                ),
+            );
+        }
+        if sampler == SamplerKind::Ddim
+            && let Err((field, message)) = self.ddim.validate()
+        {
+            return bad(field, message);
+        }
+        if (self.guidance == GuidanceKind::ClassifierFree) != (sampler == SamplerKind::Ddim)
+            && self.guidance != GuidanceKind::None
+        {
+            return bad(
+                "guidance",
+                format!(
+                    "`{}` guidance with the `{}` sampler: the LCM sampler takes `embedded` (LCM's \
+                     distilled guidance), DDIM takes `classifier_free`; `none` fits both",
+                    guidance_name(self.guidance),
+                    sampler.name()
+                ),
+            );
+        }
         let checked = match self.algorithm {
             AlgorithmKind::Rocm => Ok(()),
             AlgorithmKind::Rlcm => self.rlcm.validate(),
+            AlgorithmKind::Ddpo => self.ddpo.validate(),
             AlgorithmKind::Dpok => self.dpok.validate(),
             AlgorithmKind::D3po => self.d3po.validate(),
         };
@@ -322,6 +423,7 @@ impl TrainConfig {
         }
         let per_prompt = match self.algorithm {
             AlgorithmKind::Rlcm => Some(("rlcm.samples_per_prompt", self.rlcm.samples_per_prompt)),
+            AlgorithmKind::Ddpo => Some(("ddpo.samples_per_prompt", self.ddpo.samples_per_prompt)),
             AlgorithmKind::Dpok => Some(("dpok.samples_per_prompt", self.dpok.samples_per_prompt)),
             _ => None,
         };
@@ -479,6 +581,12 @@ mod tests {
     fn every_field_round_trips_with_non_default_values() {
         let c = TrainConfig {
             algorithm: AlgorithmKind::Dpok,
+            sampler: Some(SamplerKind::Ddim),
+            ddim: DdimConfig { eta: 0.5 },
+            ddpo: DdpoConfig {
+                adv_clip_max: 2.0,
+                ..DdpoConfig::default()
+            },
             backprop_steps: 0,
             rlcm: RlcmConfig {
                 clip_range: 0.2,
@@ -556,5 +664,45 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("backprop_steps"), "{msg}");
+    }
+
+    #[test]
+    fn the_papers_preset_is_valid_for_every_algorithm() {
+        for algorithm in AlgorithmKind::ALL {
+            let p = TrainConfig::paper(algorithm);
+            p.validate().unwrap();
+            assert_eq!((p.learning_rate, p.batch_size), (6e-5, 1));
+            let diffusion = p.sampler_kind() == SamplerKind::Ddim;
+            assert_eq!(p.num_steps, if diffusion { 20 } else { 8 }, "{algorithm:?}");
+        }
+    }
+
+    #[test]
+    fn each_algorithm_gets_a_sampler_it_can_train_with() {
+        let parse = |text: &str| TrainConfig::from_toml_str(text, "run.toml");
+        let ddpo = parse("algorithm = \"ddpo\"\nguidance = \"classifier_free\"\n").unwrap();
+        assert_eq!(ddpo.sampler_kind(), SamplerKind::Ddim);
+        assert_eq!(ddpo.ddim.eta, 1.0);
+        assert_eq!(ddpo.ddpo.adv_clip_max, 5.0);
+        assert_eq!(parse("").unwrap().sampler_kind(), SamplerKind::Lcm);
+        let d3po = "algorithm = \"d3po\"\nsampler = \"ddim\"\nguidance = \"none\"\n";
+        assert_eq!(parse(d3po).unwrap().sampler_kind(), SamplerKind::Ddim);
+        for (text, needle) in [
+            (
+                "algorithm = \"ddpo\"\nsampler = \"lcm\"\n",
+                "on an LCM it is rlcm",
+            ),
+            ("algorithm = \"rlcm\"\nsampler = \"ddim\"\n", "need `lcm`"),
+            ("sampler = \"ddim\"\n", "need `lcm`"),
+            ("algorithm = \"ddpo\"\n", "takes `classifier_free`"),
+            ("guidance = \"classifier_free\"\n", "takes `embedded`"),
+            (
+                "algorithm = \"ddpo\"\nguidance = \"none\"\n[ddim]\neta = 0.0\n",
+                "ddim.eta",
+            ),
+        ] {
+            let msg = parse(text).unwrap_err().to_string();
+            assert!(msg.contains(needle), "{text}: {msg}");
+        }
     }
 }

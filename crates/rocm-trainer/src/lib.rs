@@ -103,7 +103,7 @@ mod schedule;
 pub mod toy;
 mod trainer;
 
-pub use algorithm::AlgorithmKind;
+pub use algorithm::{AlgorithmKind, SamplerKind};
 pub use baselines::PerPromptStatTracker;
 pub use config::{GuidanceKind, LoraSection, ReductionKind, TrainConfig};
 pub use error::Error;
@@ -112,6 +112,6 @@ pub use objective::{RocmObjective, step_divergence};
 pub use reward::{DecodedReward, LatentDecoder, LatentReward, PromptEncoder, Unconditional};
 pub use schedule::LrSchedule;
 pub use trainer::{
-    BoxedEncoder, BoxedReward, IterationGradients, MissingPart, RocmTrainer, SAMPLES_DIR,
-    TrainableModel, TrainerBuilder, adamw,
+    BoxedEncoder, BoxedReward, IterationGradients, MissingPart, RocmTrainer, RolloutSampler,
+    SAMPLES_DIR, TrainableModel, TrainerBuilder, adamw,
 };

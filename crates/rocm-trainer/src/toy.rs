@@ -236,6 +236,13 @@ pub fn scheduler() -> rocm_sampler::LcmScheduler {
     rocm_sampler::LcmScheduler::default()
 }
 
+/// The toy's schedule read as a `DDIMScheduler` (the same betas as [`scheduler`], SD 1.x's
+/// `steps_offset = 1`, `set_alpha_to_one = false`): the toy's ε-predictor is a diffusion model
+/// too, so DDPO, DPOK and D3PO can sample it with DDIM as their papers do.
+pub fn ddim_scheduler() -> rocm_sampler::DdimScheduler {
+    rocm_sampler::DdimScheduler::sd15()
+}
+
 /// The toy base model: [`ToyPointModelConfig::new`] (hidden 64, depth 2) from seed 0, trained
 /// by [`pretrain_denoiser`] on [`data`] with [`scheduler`] for 600 steps of 512 points (seed 1).
 /// Deterministic on a given backend (about a second on 2 CPU cores), so adapters saved from one

@@ -7,7 +7,8 @@ use burn::prelude::*;
 use rand::{RngExt, rngs::ChaCha8Rng};
 use rocm_divergence::{BoxedDivergence, Reduction};
 use rocm_sampler::{
-    ConsistencyModel, GradientMode, Guidance, Sampler, SamplerNoise, SamplerOptions,
+    ConsistencyModel, DdimSampler, DdimSamplerOptions, GradientMode, Guidance, Sampler,
+    SamplerNoise, SamplerOptions,
 };
 
 mod builder;
@@ -72,7 +73,7 @@ pub struct RocmTrainer<const D: usize, M: TrainableModel<D>> {
     tracker: crate::PerPromptStatTracker,
     latent_shape: [usize; D],
     config: TrainConfig,
-    sampler: Sampler,
+    sampler: RolloutSampler,
     optimizer: ModuleOptimizer,
     rng: ChaCha8Rng,
     step: usize,
@@ -102,6 +103,15 @@ pub struct IterationGradients {
     pub reward_queries: usize,
     /// Images (final latents) sampled this iteration.
     pub images_sampled: usize,
+}
+
+/// The sampler of a trainer's rollouts and evaluations ([`TrainConfig::sampler_kind`]).
+#[derive(Clone, Debug)]
+pub enum RolloutSampler {
+    /// The multistep consistency sampler of an LCM.
+    Lcm(Sampler),
+    /// DDIM on a diffusion model (DDPO; DPOK and D3PO as their papers ran them).
+    Ddim(DdimSampler),
 }
 
 /// The folder of the evaluation grids under the output directory.
@@ -150,8 +160,55 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
     }
 
     /// The sampler (scheduler) of training and evaluation rollouts.
-    pub fn sampler(&self) -> &Sampler {
+    pub fn sampler(&self) -> &RolloutSampler {
         &self.sampler
+    }
+
+    /// The LCM sampler, or an error naming the configured sampler (ROCM's own path).
+    fn lcm_sampler(&self) -> Result<&Sampler, Error> {
+        match &self.sampler {
+            RolloutSampler::Lcm(s) => Ok(s),
+            RolloutSampler::Ddim(_) => Err(Error::InvalidField {
+                field: "sampler",
+                message: format!(
+                    "`{}` back-propagates through the consistency sampler; this run samples \
+                     with `ddim`",
+                    self.config.algorithm.name()
+                ),
+            }),
+        }
+    }
+
+    /// The guidance of a batch of `n` samples: the configured kind, with the empty prompt's
+    /// conditioning as classifier-free guidance's unconditional branch.
+    pub fn guidance(&self, n: usize) -> Guidance<M::Conditioning> {
+        let scale = self.config.guidance_scale;
+        match self.config.guidance {
+            GuidanceKind::Embedded => Guidance::embedded(scale),
+            GuidanceKind::None => Guidance::None,
+            GuidanceKind::ClassifierFree => Guidance::ClassifierFree {
+                scale,
+                unconditional: self.encoder.encode(&vec![String::new(); n]),
+            },
+        }
+    }
+
+    /// The DDIM options of a batch of `n` samples (`[train.ddim]`, the configured guidance).
+    pub fn ddim_options(&self, n: usize) -> DdimSamplerOptions<M::Conditioning> {
+        DdimSamplerOptions::new(self.config.num_steps)
+            .with_eta(self.config.ddim.eta)
+            .with_guidance(self.guidance(n))
+            .with_concurrent(self.config.concurrent)
+    }
+
+    /// The noise draws per sample: `x` plus one per stochastic step (`K − 1` for the LCM
+    /// sampler, `K` for DDIM).
+    fn noise_draws(&self) -> usize {
+        let k = self.config.num_steps;
+        match self.sampler {
+            RolloutSampler::Lcm(_) => k,
+            RolloutSampler::Ddim(_) => k + 1,
+        }
     }
 
     /// The training prompts (one empty prompt for an unconditional model).
@@ -178,7 +235,7 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
     pub fn sampler_options(&self) -> SamplerOptions<M::Conditioning> {
         let guidance = match self.config.guidance {
             GuidanceKind::Embedded => Guidance::embedded(self.config.guidance_scale),
-            GuidanceKind::None => Guidance::None,
+            GuidanceKind::None | GuidanceKind::ClassifierFree => Guidance::None,
         };
         let grad_steps = (self.config.backprop_steps > 0).then_some(self.config.backprop_steps);
         SamplerOptions::new(self.config.num_steps)
@@ -188,9 +245,10 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
             .with_grad_steps(grad_steps)
     }
 
-    /// The noise of a batch: sample `i` is `SamplerNoise::from_seed(latent_shape, K, seeds[i])`.
+    /// The noise of a batch: sample `i` is `SamplerNoise::from_seed(latent_shape, n, seeds[i])`
+    /// with `n = K` draws for the LCM sampler and `K + 1` for DDIM.
     pub fn batch_noise(&self, seeds: &[u64]) -> SamplerNoise<D> {
-        let k = self.config.num_steps;
+        let k = self.noise_draws();
         let parts: Vec<_> = seeds
             .iter()
             .map(|&s| SamplerNoise::from_seed(self.latent_shape, k, s, &self.device))
@@ -244,7 +302,7 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
                 prompts: &prompts,
             };
             let out = self
-                .sampler
+                .lcm_sampler()?
                 .gradients(
                     &self.model,
                     &conditioning,

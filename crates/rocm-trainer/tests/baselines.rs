@@ -1,6 +1,7 @@
-//! The policy-gradient baselines (RLCM, DPOK, D3PO) and truncated ROCM on the 2-D toy: the
-//! pitfalls of docs/baselines.md, the PPO surrogate's gradient, learning within a budget, and
-//! exact resume.
+//! The policy-gradient baselines (RLCM, DDPO, DPOK, D3PO) and truncated ROCM on the 2-D toy:
+//! the pitfalls of docs/baselines.md, the PPO surrogate's gradient, learning within a budget,
+//! and exact resume, on the LCM sampler and on DDIM (the toy's ε-predictor is both a
+//! consistency model and a diffusion model).
 
 #![allow(clippy::unwrap_used)]
 
@@ -9,10 +10,27 @@ use std::path::PathBuf;
 use burn::prelude::*;
 use rocm_lora::{InitLoraWeights, LoraConfig, TargetModules, apply_lora};
 use rocm_sampler::{Branch, Guidance, Sampler, SamplerNoise, SamplerOptions, gaussian_log_prob};
-use rocm_trainer::algorithm::{AlgorithmKind, LastStep};
+use rocm_trainer::algorithm::{AlgorithmKind, LastStep, SamplerKind};
 use rocm_trainer::baselines::ppo_step_loss;
 use rocm_trainer::toy::{self, ProxyX, ToyPointModel};
-use rocm_trainer::{GuidanceKind, RocmTrainer, TrainConfig, grads};
+use rocm_trainer::{Error, GuidanceKind, MissingPart, RocmTrainer, TrainConfig, grads};
+
+/// Every policy-gradient algorithm with every sampler it trains with.
+const POLICY_GRADIENT: [(AlgorithmKind, SamplerKind); 6] = [
+    (AlgorithmKind::Rlcm, SamplerKind::Lcm),
+    (AlgorithmKind::Ddpo, SamplerKind::Ddim),
+    (AlgorithmKind::Dpok, SamplerKind::Lcm),
+    (AlgorithmKind::Dpok, SamplerKind::Ddim),
+    (AlgorithmKind::D3po, SamplerKind::Lcm),
+    (AlgorithmKind::D3po, SamplerKind::Ddim),
+];
+
+fn config_with(algorithm: AlgorithmKind, sampler: SamplerKind, out: &str) -> TrainConfig {
+    TrainConfig {
+        sampler: Some(sampler),
+        ..config(algorithm, out)
+    }
+}
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("rocm-baselines-{name}-{}", std::process::id()));
@@ -59,6 +77,7 @@ fn trainer(base: &ToyPointModel, config: TrainConfig) -> RocmTrainer<2, ToyPoint
         .reward(ProxyX)
         .unconditional()
         .scheduler(toy::scheduler())
+        .ddim_scheduler(toy::ddim_scheduler())
         .latent_shape([1, 2])
         .device(Device::flex().autodiff())
         .build()
@@ -76,17 +95,13 @@ fn mean_x(t: &RocmTrainer<2, ToyPointModel>) -> f64 {
 #[test]
 fn the_first_ratio_is_one_and_nothing_is_clipped() {
     let base = base();
-    for algorithm in [
-        AlgorithmKind::Rlcm,
-        AlgorithmKind::Dpok,
-        AlgorithmKind::D3po,
-    ] {
-        let mut t = trainer(&base, config(algorithm, "ratio"));
+    for (algorithm, sampler) in POLICY_GRADIENT {
+        let mut t = trainer(&base, config_with(algorithm, sampler, "ratio"));
         let m = t.train_iteration().unwrap();
         // ½ mean (lp − lp_old)² < ½ (1e-6)²: the recomputed log-probs match to 1e-6.
         assert!(
             m.approx_kl < 0.5e-12,
-            "{algorithm:?}: approx_kl {}",
+            "{algorithm:?} on {sampler:?}: approx_kl {}",
             m.approx_kl
         );
         if algorithm != AlgorithmKind::D3po {
@@ -199,8 +214,9 @@ fn ppo_gradient_matches_finite_differences() {
 #[test]
 fn every_algorithm_raises_the_proxy_within_the_budget() {
     let base = base();
-    for algorithm in AlgorithmKind::ALL {
-        let mut c = config(algorithm, "budget");
+    let runs = std::iter::once((AlgorithmKind::Rocm, SamplerKind::Lcm)).chain(POLICY_GRADIENT);
+    for (algorithm, sampler) in runs {
+        let mut c = config_with(algorithm, sampler, "budget");
         if algorithm == AlgorithmKind::Rocm {
             c.beta = 0.1;
         }
@@ -210,8 +226,11 @@ fn every_algorithm_raises_the_proxy_within_the_budget() {
             t.train_iteration().unwrap();
         }
         let after = mean_x(&t);
-        eprintln!("{algorithm:?}: {before:.3} -> {after:.3}");
-        assert!(after > before + 0.1, "{algorithm:?}: {before} -> {after}");
+        eprintln!("{algorithm:?} on {sampler:?}: {before:.3} -> {after:.3}");
+        assert!(
+            after > before + 0.1,
+            "{algorithm:?} on {sampler:?}: {before} -> {after}"
+        );
     }
 }
 
@@ -253,12 +272,12 @@ fn truncated_backprop_is_rocm_at_k_and_differs_below() {
 #[test]
 fn every_algorithm_resumes_bit_for_bit() {
     let base = base();
-    for algorithm in [
-        AlgorithmKind::Rlcm,
-        AlgorithmKind::Dpok,
-        AlgorithmKind::D3po,
-    ] {
-        let mut c = config(algorithm, &format!("resume-{algorithm:?}"));
+    for (algorithm, sampler) in POLICY_GRADIENT {
+        let mut c = config_with(
+            algorithm,
+            sampler,
+            &format!("resume-{algorithm:?}-{sampler:?}"),
+        );
         c.iterations = 4;
         let mut straight = trainer(&base, c.clone());
         let all: Vec<_> = (0..4)
@@ -276,7 +295,50 @@ fn every_algorithm_resumes_bit_for_bit() {
         let rest: Vec<_> = (0..2)
             .map(|_| resumed.train_iteration().unwrap().without_time())
             .collect();
-        assert_eq!(rest, all[2..], "{algorithm:?}");
+        assert_eq!(rest, all[2..], "{algorithm:?} on {sampler:?}");
         std::fs::remove_dir_all(&c.output_dir).ok();
     }
+}
+
+/// DDIM rollouts: every one of the K steps is a trained transition (SD's `set_alpha_to_one =
+/// false` keeps the last σ > 0), the run needs a DDIM schedule, and its evaluation samples with
+/// DDIM (η from `[train.ddim]`), not the LCM sampler.
+#[test]
+fn ddim_runs_train_every_step_and_need_their_schedule() {
+    let base = base();
+    let mut model = base.clone();
+    lora(&mut model);
+    let err = RocmTrainer::builder(config(AlgorithmKind::Ddpo, "no-ddim"))
+        .model(model)
+        .reward(ProxyX)
+        .unconditional()
+        .scheduler(toy::scheduler())
+        .latent_shape([1, 2])
+        .device(Device::flex().autodiff())
+        .build()
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, Error::MissingPart(MissingPart::DdimScheduler)),
+        "{err}"
+    );
+    assert!(err.to_string().contains("ddim_scheduler"), "{err}");
+    // The same seeds: DDIM's evaluation differs from the LCM sampler's, and depends on η.
+    let seeds: Vec<u64> = (0..16).collect();
+    let eval = |c: TrainConfig| {
+        trainer(&base, c)
+            .evaluate_unconditional(Branch::Policy, &seeds)
+            .unwrap()
+    };
+    let lcm = eval(config_with(AlgorithmKind::D3po, SamplerKind::Lcm, "e1"));
+    let ddim = eval(config_with(AlgorithmKind::D3po, SamplerKind::Ddim, "e2"));
+    let mut half = config_with(AlgorithmKind::D3po, SamplerKind::Ddim, "e3");
+    half.ddim.eta = 0.5;
+    assert_ne!(lcm, ddim);
+    assert_ne!(ddim, eval(half));
+    // A DDPO iteration samples B × samples_per_prompt images and its loss is finite.
+    let mut t = trainer(&base, config(AlgorithmKind::Ddpo, "k-steps"));
+    let g = t.iteration_gradients().unwrap();
+    assert_eq!(g.images_sampled, 16);
+    assert!(g.loss.is_finite());
 }

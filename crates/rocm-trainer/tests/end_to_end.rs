@@ -165,14 +165,24 @@ fn paper_config_trains_lora_on_a_tiny_diffusers_pipeline() {
     std::fs::remove_dir_all(&out).ok();
 }
 
-/// A trainer of `algorithm` on the tiny pipeline with PickScore on the tiny CLIP, K = 2.
+/// A trainer of `algorithm` with PickScore on the tiny CLIP, K = 2: on the tiny LCM pipeline
+/// with the LCM sampler, or on the tiny diffusion pipeline (`pipeline-ddim`, classifier-free
+/// guidance) with DDIM.
 fn tiny_trainer(
     algorithm: rocm_trainer::AlgorithmKind,
+    sampler: rocm_trainer::SamplerKind,
     out: &Path,
 ) -> RocmTrainer<4, UNet2DConditionModel> {
     let device = Device::flex().autodiff();
+    let ddim = sampler == rocm_trainer::SamplerKind::Ddim;
     let config = TrainConfig {
         algorithm,
+        sampler: Some(sampler),
+        guidance: if ddim {
+            rocm_trainer::GuidanceKind::ClassifierFree
+        } else {
+            rocm_trainer::GuidanceKind::Embedded
+        },
         num_steps: 2,
         batch_size: 1,
         iterations: 4,
@@ -187,9 +197,14 @@ fn tiny_trainer(
         },
         ..TrainConfig::default()
     };
-    let parts = LcmPipeline::from_folder(pipeline_dir(), &device)
-        .unwrap()
-        .into_training_parts();
+    let folder = if ddim {
+        root().join("crates/rocm-models/tests/fixtures/pipeline-ddim")
+    } else {
+        pipeline_dir()
+    };
+    let pipeline = LcmPipeline::from_folder(folder, &device).unwrap();
+    let ddim_scheduler = pipeline.ddim_scheduler().unwrap();
+    let parts = pipeline.into_training_parts();
     let mut unet = parts.unet;
     rocm_lora::apply_lora(&mut unet, &config.lora.to_lora_config()).unwrap();
     let clip = root().join("crates/rocm-rewards/tests/fixtures/tiny-clip");
@@ -200,14 +215,16 @@ fn tiny_trainer(
         .reward(DecodedReward::new(parts.vae.no_grad(), pick))
         .prompts(prompts, parts.text_encoder)
         .sampler(parts.sampler)
+        .ddim_scheduler(ddim_scheduler)
         .latent_shape(parts.latent_shape)
         .device(device)
         .build()
         .unwrap()
 }
 
-/// Every baseline trains two iterations on the tiny diffusers pipeline, saves, resumes in a new
-/// trainer and continues exactly as an uninterrupted run (one thread: bitwise sums).
+/// Every baseline trains two iterations on a tiny diffusers pipeline (the LCM one for RLCM, the
+/// diffusion one with DDIM for DDPO, DPOK and D3PO), saves, resumes in a new trainer and
+/// continues exactly as an uninterrupted run (one thread: bitwise sums).
 #[test]
 fn every_baseline_trains_saves_and_resumes_bit_for_bit_on_a_tiny_pipeline() {
     let pool = rayon::ThreadPoolBuilder::new()
@@ -215,19 +232,21 @@ fn every_baseline_trains_saves_and_resumes_bit_for_bit_on_a_tiny_pipeline() {
         .build()
         .unwrap();
     pool.install(|| {
-        use rocm_trainer::AlgorithmKind;
-        for algorithm in [
-            AlgorithmKind::Rlcm,
-            AlgorithmKind::Dpok,
-            AlgorithmKind::D3po,
+        use rocm_trainer::{AlgorithmKind, SamplerKind};
+        for (algorithm, sampler) in [
+            (AlgorithmKind::Rlcm, SamplerKind::Lcm),
+            (AlgorithmKind::Ddpo, SamplerKind::Ddim),
+            (AlgorithmKind::Dpok, SamplerKind::Ddim),
+            (AlgorithmKind::D3po, SamplerKind::Ddim),
         ] {
             let out = std::env::temp_dir().join(format!(
-                "rocm-trainer-e2e-{}-{}",
+                "rocm-trainer-e2e-{}-{}-{}",
                 algorithm.name(),
+                sampler.name(),
                 std::process::id()
             ));
             std::fs::remove_dir_all(&out).ok();
-            let mut straight = tiny_trainer(algorithm, &out);
+            let mut straight = tiny_trainer(algorithm, sampler, &out);
             let all: Vec<_> = (0..4)
                 .map(|_| straight.train_iteration().unwrap().without_time())
                 .collect();
@@ -237,12 +256,12 @@ fn every_baseline_trains_saves_and_resumes_bit_for_bit_on_a_tiny_pipeline() {
                     "{algorithm:?}: {m:?}"
                 );
             }
-            let mut first = tiny_trainer(algorithm, &out);
+            let mut first = tiny_trainer(algorithm, sampler, &out);
             for m in &all[..2] {
                 assert_eq!(&first.train_iteration().unwrap().without_time(), m);
             }
             let dir = first.save_checkpoint(&out.join("checkpoints")).unwrap();
-            let mut resumed = tiny_trainer(algorithm, &out);
+            let mut resumed = tiny_trainer(algorithm, sampler, &out);
             resumed.resume(&dir).unwrap();
             for m in &all[2..] {
                 assert_eq!(

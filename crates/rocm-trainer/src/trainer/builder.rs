@@ -6,10 +6,10 @@ use burn::prelude::*;
 use rand::SeedableRng;
 use rand::rngs::ChaCha8Rng;
 use rocm_divergence::{BoxedDivergence, FDivergence};
-use rocm_sampler::{ConsistencyModel, LcmScheduler, Sampler};
+use rocm_sampler::{ConsistencyModel, DdimSampler, DdimScheduler, LcmScheduler, Sampler};
 
-use super::{BoxedEncoder, BoxedReward, RocmTrainer, TrainableModel, adamw};
-use crate::{Error, LatentReward, PromptEncoder, TrainConfig, Unconditional};
+use super::{BoxedEncoder, BoxedReward, RocmTrainer, RolloutSampler, TrainableModel, adamw};
+use crate::{Error, LatentReward, PromptEncoder, SamplerKind, TrainConfig, Unconditional};
 
 /// A part of a [`RocmTrainer`] that its [`TrainerBuilder`] was not given.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -24,6 +24,8 @@ pub enum MissingPart {
     /// The sampler, i.e. the model's noise schedule ([`TrainerBuilder::sampler`] or
     /// [`TrainerBuilder::scheduler`]).
     Sampler,
+    /// The DDIM schedule of a run with `sampler = "ddim"` ([`TrainerBuilder::ddim_scheduler`]).
+    DdimScheduler,
     /// The shape of one sample's latent ([`TrainerBuilder::latent_shape`]).
     LatentShape,
     /// The autodiff device ([`TrainerBuilder::device`]).
@@ -38,6 +40,7 @@ impl MissingPart {
             Self::Reward => "reward(..)",
             Self::Prompts => "prompts(prompts, encoder) or .unconditional()",
             Self::Sampler => "sampler(..) or .scheduler(..) (the model's own schedule)",
+            Self::DdimScheduler => "ddim_scheduler(..) (the diffusion model's own schedule)",
             Self::LatentShape => "latent_shape(..)",
             Self::Device => "device(..)",
         }
@@ -51,6 +54,7 @@ impl fmt::Display for MissingPart {
             Self::Reward => "reward",
             Self::Prompts => "prompts",
             Self::Sampler => "sampler",
+            Self::DdimScheduler => "DDIM scheduler",
             Self::LatentShape => "latent shape",
             Self::Device => "device",
         };
@@ -66,7 +70,8 @@ impl fmt::Display for MissingPart {
 /// | the model (LoRA applied) | [`model`](Self::model) | yes |
 /// | the reward | [`reward`](Self::reward) | yes |
 /// | prompts + encoder, or none | [`prompts`](Self::prompts) / [`unconditional`](Self::unconditional) | yes |
-/// | the noise schedule | [`sampler`](Self::sampler) / [`scheduler`](Self::scheduler) | yes |
+/// | the noise schedule | [`sampler`](Self::sampler) / [`scheduler`](Self::scheduler) | with the `lcm` sampler |
+/// | the DDIM schedule | [`ddim_scheduler`](Self::ddim_scheduler) | with the `ddim` sampler |
 /// | one sample's latent shape | [`latent_shape`](Self::latent_shape) | yes |
 /// | the autodiff device | [`device`](Self::device) | yes |
 /// | a divergence of your own | [`custom_divergence`](Self::custom_divergence) | no: [`TrainConfig::divergence`] |
@@ -81,6 +86,7 @@ pub struct TrainerBuilder<const D: usize, M: TrainableModel<D>> {
     divergence: Option<BoxedDivergence>,
     prompts: Option<(Vec<String>, BoxedEncoder<M::Conditioning>, bool)>,
     sampler: Option<Sampler>,
+    ddim: Option<DdimSampler>,
     latent_shape: Option<[usize; D]>,
     device: Option<Device>,
 }
@@ -95,6 +101,7 @@ impl<const D: usize, M: TrainableModel<D>> TrainerBuilder<D, M> {
             divergence: None,
             prompts: None,
             sampler: None,
+            ddim: None,
             latent_shape: None,
             device: None,
         }
@@ -135,6 +142,14 @@ impl<const D: usize, M: TrainableModel<D>> TrainerBuilder<D, M> {
         self.sampler(Sampler::new(scheduler))
     }
 
+    /// The DDIM schedule of a diffusion model, for `sampler = "ddim"` (a pipeline folder's
+    /// `DdimScheduler::from_file(".../scheduler/scheduler_config.json")`, as diffusers'
+    /// `DDIMScheduler.from_config`). Ignored with the LCM sampler.
+    pub fn ddim_scheduler(mut self, scheduler: DdimScheduler) -> Self {
+        self.ddim = Some(DdimSampler::new(scheduler));
+        self
+    }
+
     /// The shape of one sample's latent with a leading 1, e.g. `[1, 4, 64, 64]` or `[1, 2]`.
     pub fn latent_shape(mut self, shape: [usize; D]) -> Self {
         self.latent_shape = Some(shape);
@@ -171,13 +186,19 @@ impl<const D: usize, M: TrainableModel<D>> TrainerBuilder<D, M> {
             divergence,
             prompts,
             sampler,
+            ddim,
             latent_shape,
             device,
         } = self;
         let model = model.ok_or(missing(MissingPart::Model))?;
         let reward = reward.ok_or(missing(MissingPart::Reward))?;
         let (prompts, encoder, unconditional) = prompts.ok_or(missing(MissingPart::Prompts))?;
-        let sampler = sampler.ok_or(missing(MissingPart::Sampler))?;
+        let sampler = match config.sampler_kind() {
+            SamplerKind::Lcm => RolloutSampler::Lcm(sampler.ok_or(missing(MissingPart::Sampler))?),
+            SamplerKind::Ddim => {
+                RolloutSampler::Ddim(ddim.ok_or(missing(MissingPart::DdimScheduler))?)
+            }
+        };
         let latent_shape = latent_shape.ok_or(missing(MissingPart::LatentShape))?;
         let device = device.ok_or(missing(MissingPart::Device))?;
         config.validate()?;
@@ -206,6 +227,10 @@ impl<const D: usize, M: TrainableModel<D>> TrainerBuilder<D, M> {
             crate::AlgorithmKind::Dpok => {
                 crate::PerPromptStatTracker::new(config.dpok.baseline_buffer, 1)
             }
+            crate::AlgorithmKind::Ddpo => crate::PerPromptStatTracker::new(
+                config.ddpo.stat_buffer,
+                config.ddpo.stat_min_count,
+            ),
             _ => crate::PerPromptStatTracker::new(
                 config.rlcm.stat_buffer,
                 config.rlcm.stat_min_count,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 use rocm_sampler::{Base, Branch};
 
-use super::{RocmTrainer, SAMPLES_DIR, TrainableModel};
+use super::{RocmTrainer, RolloutSampler, SAMPLES_DIR, TrainableModel};
 use crate::Error;
 
 impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
@@ -56,7 +56,7 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
     }
 
     /// The reward of each final latent for the given prompts and noise seeds (one sample per
-    /// pair), sampled without a graph with the configuration's steps and guidance, by the
+    /// pair), sampled without a graph with the configuration's sampler, steps and guidance, by the
     /// fine-tuned model ([`Branch::Policy`]) or its frozen base ([`Branch::Base`]: the model
     /// wrapped in [`Base`], whose every call switches the adapters off where it runs, also with
     /// `concurrent` sampling). Returns `[reward_i]` in order.
@@ -84,6 +84,45 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
         self.evaluate(branch, &prompts, seeds)
     }
 
+    /// The final latents `[prompts.len(), …]` of one sample per (prompt, seed) pair, sampled
+    /// without a graph with the configuration's sampler, steps and guidance by the policy or its
+    /// frozen base: what [`RocmTrainer::evaluate`] scores.
+    pub fn sample_final_latents(
+        &self,
+        branch: Branch,
+        prompts: &[String],
+        seeds: &[u64],
+    ) -> Result<Tensor<D>, Error> {
+        let conditioning = self.encoder.encode(prompts);
+        let noise = self.batch_noise(seeds).inner();
+        // Without a graph: the inner-backend copy of the model, as `Sampler::sample_no_grad`.
+        let model = self.model.valid();
+        let trajectory = match &self.sampler {
+            RolloutSampler::Lcm(sampler) => {
+                let options = self.sampler_options().with_base(false);
+                match branch {
+                    Branch::Policy => sampler.sample(&model, &conditioning, noise, &options),
+                    Branch::Base => sampler.sample(&Base(&model), &conditioning, noise, &options),
+                }
+            }
+            RolloutSampler::Ddim(sampler) => {
+                let options = self.ddim_options(prompts.len());
+                match branch {
+                    Branch::Policy => sampler.sample(&model, &conditioning, noise, &options),
+                    Branch::Base => sampler.sample(&Base(&model), &conditioning, noise, &options),
+                }
+            }
+        }
+        .map_err(|source| Error::Sampler {
+            step: self.step,
+            source,
+        })?;
+        Ok(Tensor::<D>::from_data(
+            trajectory.final_latent.into_data(),
+            &self.device,
+        ))
+    }
+
     /// [`RocmTrainer::evaluate`], with the scored images when the reward has them
     /// ([`LatentReward::reward_with_images`]): `[prompts.len(), 3, H, W]` in `[0, 1]`.
     pub fn evaluate_with_images(
@@ -92,22 +131,7 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
         prompts: &[String],
         seeds: &[u64],
     ) -> Result<(Vec<f32>, Option<Tensor<4>>), Error> {
-        let conditioning = self.encoder.encode(prompts);
-        let noise = self.batch_noise(seeds).inner();
-        let options = self.sampler_options().with_base(false);
-        // Without a graph: the inner-backend copy of the model, as `Sampler::sample_no_grad`.
-        let model = self.model.valid();
-        let trajectory = match branch {
-            Branch::Policy => self.sampler.sample(&model, &conditioning, noise, &options),
-            Branch::Base => self
-                .sampler
-                .sample(&Base(&model), &conditioning, noise, &options),
-        }
-        .map_err(|source| Error::Sampler {
-            step: self.step,
-            source,
-        })?;
-        let latent = Tensor::<D>::from_data(trajectory.final_latent.into_data(), &self.device);
+        let latent = self.sample_final_latents(branch, prompts, seeds)?;
         let (r, images) = self.reward.reward_with_images(latent, prompts);
         let rewards = r
             .into_data()

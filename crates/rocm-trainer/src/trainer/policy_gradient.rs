@@ -1,13 +1,16 @@
-//! The policy-gradient baselines' iteration (RLCM, DPOK, D3PO; docs/baselines.md): sample
-//! without gradient, score, turn rewards into advantages, then one optimizer step whose
-//! gradient spans every trained timestep of every micro-batch.
+//! The policy-gradient baselines' iteration (RLCM, DDPO, DPOK, D3PO; docs/baselines.md): sample
+//! without gradient (the LCM sampler or DDIM), score, turn rewards into advantages, then one
+//! optimizer step whose gradient spans every trained timestep of every micro-batch.
 
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use rand::RngExt;
-use rocm_sampler::{Branch, SamplerNoise, Trajectory, gaussian_log_prob, per_sample_mean};
+use rocm_sampler::{
+    Branch, DdimSampler, DdimSamplerOptions, Sampler, SamplerNoise, SamplerOptions, Trajectory,
+    gaussian_log_prob, per_sample_mean,
+};
 
-use super::{IterationGradients, RocmTrainer, TrainableModel};
+use super::{IterationGradients, RocmTrainer, RolloutSampler, TrainableModel};
 use crate::Error;
 use crate::algorithm::{AlgorithmKind, DpokKl, LastStep};
 use crate::baselines::{StepLoss, d3po_step_loss, dpok_step_loss, ppo_step_loss};
@@ -22,12 +25,21 @@ pub(crate) struct Transition<const D: usize> {
     pub x: Tensor<D>,
     /// `x_{k+1}`, `[B, …]`.
     pub x_next: Tensor<D>,
-    /// `√ā_{t_next}`: the policy mean is `scale · f(x_k, t_k)`.
+    /// LCM sampler: `√ā_{t_next}`, the policy mean is `scale · f(x_k, t_k)` (DDIM: unused, its
+    /// mean is the scheduler's).
     pub scale: f32,
     /// `σ_k = √(1 − ā_{t_next})`.
     pub std: f32,
     /// The log-prob of `x_{k+1}` under the sampling policy, `[B]`.
     pub lp_old: Tensor<1>,
+}
+
+/// The sampler of one micro-batch's policy with its options.
+pub(crate) enum PolicyOptions<'a, C> {
+    /// The LCM sampler's.
+    Lcm(&'a Sampler, SamplerOptions<C>),
+    /// DDIM's (η, classifier-free guidance with the micro-batch's empty-prompt branch).
+    Ddim(&'a DdimSampler, DdimSamplerOptions<C>),
 }
 
 /// One micro-batch's rollout.
@@ -48,6 +60,7 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
     fn samples_per_prompt(&self) -> usize {
         match self.config.algorithm {
             AlgorithmKind::Rlcm => self.config.rlcm.samples_per_prompt,
+            AlgorithmKind::Ddpo => self.config.ddpo.samples_per_prompt,
             AlgorithmKind::Dpok => self.config.dpok.samples_per_prompt,
             AlgorithmKind::D3po => 2,
             AlgorithmKind::Rocm => 1,
@@ -57,7 +70,7 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
     /// The noise of one micro-batch's samples: per sample its own seed, except D3PO's pairs,
     /// which share the initial latent (`pair_seed`) and draw their own re-noising.
     fn rollout_noise(&self, seeds: &[(u64, u64)]) -> SamplerNoise<D> {
-        let k = self.config.num_steps;
+        let k = self.noise_draws();
         let parts: Vec<SamplerNoise<D>> = seeds
             .iter()
             .map(|&(initial, steps)| {
@@ -84,21 +97,22 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
         seeds: &[(u64, u64)],
     ) -> Result<Rollout<D>, Error> {
         let conditioning = self.encoder.encode(&prompts);
-        let options = self.sampler_options().with_base(false);
-        let trajectory: Trajectory<D> = self
-            .sampler
-            .sample_no_grad(
-                &self.model,
-                &conditioning,
-                self.rollout_noise(seeds),
-                &options,
-            )
-            .map_err(|source| Error::Sampler { step, source })?;
+        let noise = self.rollout_noise(seeds);
+        let sampled = match self.policy_options(prompts.len()) {
+            PolicyOptions::Lcm(s, o) => s.sample_no_grad(&self.model, &conditioning, noise, &o),
+            PolicyOptions::Ddim(s, o) => s.sample_no_grad(&self.model, &conditioning, noise, &o),
+        };
+        let trajectory: Trajectory<D> =
+            sampled.map_err(|source| Error::Sampler { step, source })?;
         let steps = &trajectory.steps;
         let mut transitions = Vec::with_capacity(steps.len());
         for (k, s) in steps.iter().enumerate() {
             let Some(policy) = &s.policy else { continue };
-            let x_next = steps[k + 1].latent.clone();
+            // DDIM's last step is a transition too: its `x_{k+1}` is the output.
+            let x_next = steps
+                .get(k + 1)
+                .map_or(&trajectory.final_latent, |n| &n.latent)
+                .clone();
             transitions.push(Transition {
                 k,
                 timestep: s.timestep,
@@ -113,7 +127,10 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
             && self.config.rlcm.last_step == LastStep::RlcmFaithful;
         if faithful && let Some(last) = steps.last() {
             // RLCM's scheduler re-noises the last output at its own timestep (`t_next = t`).
-            let (scale, std) = self.sampler.scheduler.transition_scales(last.timestep);
+            let (scale, std) = self
+                .lcm_sampler()?
+                .scheduler
+                .transition_scales(last.timestep);
             let z: Vec<Tensor<D>> = seeds
                 .iter()
                 .map(|&(_, s)| {
@@ -155,7 +172,46 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
         })
     }
 
-    /// The averaged gradients of a policy-gradient iteration (RLCM, DPOK, D3PO).
+    /// The options of a micro-batch of `n` samples, without the base record: the rollout's and
+    /// the recomputed transitions' (the same guidance, so that the ratio is 1 before an update).
+    fn policy_options(&self, n: usize) -> PolicyOptions<'_, M::Conditioning> {
+        match &self.sampler {
+            RolloutSampler::Lcm(s) => {
+                PolicyOptions::Lcm(s, self.sampler_options().with_base(false))
+            }
+            RolloutSampler::Ddim(s) => PolicyOptions::Ddim(s, self.ddim_options(n)),
+        }
+    }
+
+    /// One network's policy at a stored state, with a graph on the policy branch: the raw
+    /// (guided) output — ε̂ for DDIM — and the mean of `x_{k+1}`.
+    fn transition_mean(
+        &self,
+        options: &PolicyOptions<'_, M::Conditioning>,
+        tr: &Transition<D>,
+        x: Tensor<D>,
+        conditioning: &M::Conditioning,
+        branch: Branch,
+    ) -> (Tensor<D>, Tensor<D>) {
+        match options {
+            PolicyOptions::Ddim(s, o) => {
+                let out = s.step_state(&self.model, conditioning, o, tr.timestep, x, branch);
+                (out.pred_epsilon, out.mean)
+            }
+            PolicyOptions::Lcm(s, o) => {
+                let prediction =
+                    o.guidance
+                        .predict(&self.model, x.clone(), tr.timestep, conditioning, branch);
+                let raw = prediction.output.clone();
+                (
+                    raw,
+                    s.scheduler.denoise(prediction, tr.timestep, x) * tr.scale,
+                )
+            }
+        }
+    }
+
+    /// The averaged gradients of a policy-gradient iteration (RLCM, DDPO, DPOK, D3PO).
     pub(crate) fn policy_gradient_iteration(&mut self) -> Result<IterationGradients, Error> {
         let step = self.step + 1;
         let (b, micro) = (
@@ -201,8 +257,9 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
             let adv = &advantages[offset..offset + n];
             offset += n;
             let conditioning = self.encoder.encode(&rollout.prompts);
+            let options = self.policy_options(rollout.prompts.len());
             for tr in &rollout.transitions {
-                let (out, divergence) = self.step_loss(tr, &conditioning, adv)?;
+                let (out, divergence) = self.step_loss(&options, tr, &conditioning, adv)?;
                 if let Some(d) = divergence {
                     div_sums[tr.k] += d;
                 }
@@ -229,7 +286,7 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
             .sum::<f64>()
             / n;
         let steps_with_policy = self.config.num_steps.saturating_sub(1);
-        let divergence_per_step = if self.config.algorithm == AlgorithmKind::Rlcm {
+        let divergence_per_step = if self.config.algorithm.is_ppo() {
             Vec::new()
         } else {
             div_sums[..steps_with_policy]
@@ -255,7 +312,7 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
     /// for both members: only the first of each pair is read).
     fn advantages(&mut self, prompts: &[String], rewards: &[f32]) -> Vec<f32> {
         match self.config.algorithm {
-            AlgorithmKind::Rlcm => self.tracker.update(prompts, rewards),
+            AlgorithmKind::Rlcm | AlgorithmKind::Ddpo => self.tracker.update(prompts, rewards),
             AlgorithmKind::Dpok => {
                 self.tracker.record(prompts, rewards);
                 prompts
@@ -286,6 +343,7 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
     /// algorithm computes the base (DPOK's KL term, D3PO's reference).
     fn step_loss(
         &self,
+        options: &PolicyOptions<'_, M::Conditioning>,
         tr: &Transition<D>,
         conditioning: &M::Conditioning,
         adv: &[f32],
@@ -294,35 +352,14 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
         let x = Tensor::<D>::from_data(tr.x.clone().into_data(), device);
         let x_next = Tensor::<D>::from_data(tr.x_next.clone().into_data(), device);
         let lp_old = Tensor::<1>::from_data(tr.lp_old.clone().into_data(), device);
-        let options = self.sampler_options().with_base(false);
-        let guidance = &options.guidance;
-        let prediction = guidance.predict(
-            &self.model,
-            x.clone(),
-            tr.timestep,
-            conditioning,
-            Branch::Policy,
-        );
-        let raw = prediction.output.clone();
-        let mean = self
-            .sampler
-            .scheduler
-            .denoise(prediction, tr.timestep, x.clone())
-            * tr.scale;
+        let (raw, mean) =
+            self.transition_mean(options, tr, x.clone(), conditioning, Branch::Policy);
         let lp = gaussian_log_prob(x_next.clone(), mean.clone(), tr.std);
         let adv_t = Tensor::<1>::from_data(TensorData::new(adv.to_vec(), [adv.len()]), device);
         let base = || {
-            let x = x.clone().detach();
-            let p = guidance.predict(
-                &self.model,
-                x.clone(),
-                tr.timestep,
-                conditioning,
-                Branch::Base,
-            );
-            let raw = p.output.clone().detach();
-            let mean = self.sampler.scheduler.denoise(p, tr.timestep, x).detach() * tr.scale;
-            (raw, mean)
+            let (raw, mean) =
+                self.transition_mean(options, tr, x.clone().detach(), conditioning, Branch::Base);
+            (raw.detach(), mean.detach())
         };
         // `mean_N (μ − μ_ref)² / (2σ²)`: the per-element KL of the step, for the metrics.
         let exact_kl = |mean_ref: Tensor<D>| {
@@ -332,6 +369,10 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
         Ok(match c.algorithm {
             AlgorithmKind::Rlcm | AlgorithmKind::Rocm => (
                 ppo_step_loss(lp, lp_old, adv_t, c.rlcm.clip_range, c.rlcm.adv_clip_max),
+                None,
+            ),
+            AlgorithmKind::Ddpo => (
+                ppo_step_loss(lp, lp_old, adv_t, c.ddpo.clip_range, c.ddpo.adv_clip_max),
                 None,
             ),
             AlgorithmKind::Dpok => {
