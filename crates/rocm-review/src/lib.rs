@@ -50,5 +50,5 @@ mod vote;
 pub use error::Error;
 pub use http::Server;
 pub use store::Store;
-pub use study::{Arm, ImageKey, Pair, StudySpec, left_arm, rater_order};
+pub use study::{Arm, ImageKey, Pair, StudySpec, left_arm, rater_order, sha256_hex};
 pub use vote::{Ballot, Choice, Criterion, Vote, Winner};

@@ -13,6 +13,9 @@ use serde_json::{Value, json};
 
 const JSON: Option<&str> = Some("application/json");
 
+/// What is wrong, method, path, content type, body, and the status it must get.
+type Case<'a> = (&'a str, &'a str, String, Option<&'a str>, String, u16);
+
 #[tokio::test(flavor = "current_thread")]
 async fn bad_requests_are_4xx_and_change_nothing() {
     let dir = temp_dir("bad-requests");
@@ -53,7 +56,7 @@ async fn bad_requests_are_4xx_and_change_nothing() {
     let mut string_id = ballot("ann", pair_id, serve_id);
     string_id["pair_id"] = json!("1");
 
-    let bad: Vec<(&str, &str, String, Option<&str>, String, u16)> = vec![
+    let bad: Vec<Case> = vec![
         (
             "unknown pair id",
             "POST",

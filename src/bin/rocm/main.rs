@@ -10,6 +10,10 @@
 //!             [--reward-model DIR_OR_HUB_ID] [--reward-head FILE]
 //! rocm export --model DIR_OR_HUB_ID --lora FILE_OR_CHECKPOINT --format peft|diffusers|kohya|merged
 //!             --out PATH [--skip-text-encoder] [--device flex]
+//! rocm review --db review.sqlite [--a RUN_OR_LORA --b RUN_OR_LORA [--model DIR_OR_HUB_ID]
+//!             [--prompts FILE] [--seeds 0,1 | 0..8] [--steps K] [--guidance G]]
+//!             [--bind 127.0.0.1:8080] [--skip-text-encoder] [--device flex]
+//! rocm review --report --db review.sqlite [--csv votes.csv]
 //! ```
 //!
 //! `train` builds the run configuration ([`RunConfig`](rocm::run::RunConfig)) and runs
@@ -63,6 +67,19 @@
 //! `UNet2DConditionModel.from_pretrained`). `--out` is a folder, or for `diffusers`/`kohya` a
 //! `.safetensors` file. It prints the path written.
 //!
+//! `review` runs a human-preference study of arm `--a` against arm `--b` on one pipeline: each
+//! is `base`, a LoRA file or checkpoint folder, a run's output folder or its RUN.toml (the
+//! newest checkpoint; a configuration also gives the default model, `eval_prompts`,
+//! `eval_seeds`, `num_steps` and `guidance_scale`). It generates both arms' images of every
+//! prompt × seed into the `--db` SQLite file (reusing those already there, by a content hash of
+//! what produced them), prints the page's URL and serves it on `--bind` (127.0.0.1 only by
+//! default): one pair at a time, sides drawn per rater and pair, three questions (visual
+//! appeal, general preference, prompt alignment) answered with `1`/`2`/`0` or clicks, each
+//! vote committed before the next pair; `/results` shows A's win rates with 95 % Wilson
+//! intervals per criterion and rater. Without `--a`/`--b` it serves the study already in
+//! `--db`; `--report` prints the results table ([`rocm_review::report::table`]) and, with
+//! `--csv`, writes the raw votes.
+//!
 //! Every error prints one line on stderr and exits with code 2.
 
 #![allow(clippy::print_stdout)] // a binary owns the terminal
@@ -70,6 +87,7 @@
 mod eval;
 mod export;
 mod progress;
+mod review;
 mod sample;
 mod train;
 
@@ -264,6 +282,7 @@ fn cli() -> Command {
         ))
         .subcommand(sample_command())
         .subcommand(export_command())
+        .subcommand(review::command())
         .subcommand(reward_args(
             Command::new("eval")
                 .about("Score the configuration's evaluation prompts x seeds, base vs LoRA")
@@ -325,6 +344,7 @@ fn run(matches: &ArgMatches) -> Result<(), Failure> {
             train: train_args(m, false),
             lora: path(m, "lora"),
         }),
+        Some(("review", m)) => review::review(m),
         _ => Err("unknown subcommand".into()),
     }
 }
