@@ -91,7 +91,7 @@ impl<C> DdimSamplerOptions<C> {
 /// let model = ToyEpsMlpConfig::new(4).init(&device);
 /// let sampler = DdimSampler::default(); // SD 1.5's schedule, "leading", steps_offset 1
 /// let options = DdimSamplerOptions::new(4).with_eta(1.0);
-/// let noise = DdimSampler::noise([8, 2], 4, 0, &device); // x_T and K draws
+/// let noise = DdimSampler::noise([8, 4], 4, 0, &device); // x_T and K draws
 /// let trajectory = sampler.sample_no_grad(&model, &(), noise, &options)?;
 /// assert_eq!(trajectory.timesteps(), [751, 501, 251, 1]);
 /// assert_eq!(trajectory.log_probs().len(), 4);
