@@ -5,11 +5,23 @@
 //! - [`render`]: the anti-aliased analytic renderer and the perturbations that make worse images.
 //! - [`hidden`]: the hidden preference `h(image, prompt) = fidelity + taste`, pixel-level and
 //!   deterministic, used to label comparisons and to evaluate (never as a training reward).
+//! - [`tokenizer`]: the world-sized CLIP tokenizer (byte-level BPE whose merges make every grammar
+//!   word one token), written as the files `CLIPTokenizer` loads.
+//! - [`train`]: the training stages (VAE, CLIP, preference model, aesthetic head) on Burn, and
+//!   [`export`]: writing them in the diffusers / transformers layouts.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod build;
+pub mod error;
+pub mod export;
 pub mod hidden;
+mod io;
 pub mod render;
+pub mod tokenizer;
+pub mod train;
 pub mod world;
+
+pub use error::Error;
 
 pub use hidden::{Preference, h, preference};
 pub use render::{Image, Perturbation, render, render_perturbed};

@@ -1,0 +1,195 @@
+//! Training the world's models on Burn, each stage resumable from its checkpoint:
+//! [`vae`] (AutoencoderKL), [`clip`] (contrastive CLIPModel + tokenizer), [`pref`] (a CLIPModel
+//! scored like PickScore, Bradley–Terry on h-labelled pairs) and [`aesthetic`] (the LAION head
+//! format on CLIP image embeddings, regressed on h's taste).
+//!
+//! Data are drawn per step from the step's own seed, so a resumed run sees the same batches; a
+//! checkpoint holds the weights (f32) and the step, and AdamW's moments restart on resume.
+
+pub mod aesthetic;
+pub mod clip;
+pub mod pref;
+pub mod vae;
+
+use std::path::Path;
+
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::prelude::*;
+use rand::rngs::ChaCha8Rng;
+use rand::{RngExt, SeedableRng};
+use rand_distr::StandardNormal;
+
+use crate::Error;
+use crate::render::{Image, PERTURBATIONS, Perturbation, TASTE_PERTURBATIONS, render_perturbed};
+use crate::world::{Scene, Split};
+
+/// What a stage reports after each step (for progress bars and logs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepReport {
+    /// Steps done (1-based).
+    pub step: usize,
+    /// Steps in the stage.
+    pub total: usize,
+    /// The step's training loss.
+    pub loss: f32,
+}
+
+/// A callback for [`StepReport`]s.
+pub type OnStep<'a> = &'a mut dyn FnMut(StepReport);
+
+/// Options every stage shares.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageOptions {
+    /// Optimisation steps.
+    pub steps: usize,
+    /// Batch size.
+    pub batch: usize,
+    /// Peak learning rate (linear warm-up over 5 % of the steps, cosine decay to 5 %).
+    pub lr: f64,
+    /// Seed of the data stream and the initialisation.
+    pub seed: u64,
+    /// Checkpoint every this many steps (0: never).
+    pub checkpoint_every: usize,
+}
+
+impl StageOptions {
+    /// The learning rate at step `k` (0-based).
+    pub fn lr_at(&self, k: usize) -> f64 {
+        let warm = (self.steps / 20).max(1);
+        if k < warm {
+            return self.lr * (k + 1) as f64 / warm as f64;
+        }
+        let p = (k - warm) as f64 / (self.steps - warm).max(1) as f64;
+        self.lr * (0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * p).cos()))
+    }
+
+    /// Whether a checkpoint is due after `done` steps (every `checkpoint_every`, and the last).
+    pub fn checkpoint_due(&self, done: usize) -> bool {
+        self.checkpoint_every > 0
+            && (done.is_multiple_of(self.checkpoint_every) || done == self.steps)
+    }
+
+    /// The RNG of step `k`'s batch.
+    pub fn rng(&self, k: usize) -> ChaCha8Rng {
+        ChaCha8Rng::seed_from_u64(self.seed.wrapping_mul(0x9E37_79B9).wrapping_add(k as u64))
+    }
+}
+
+/// Gaussian noise drawn on the host (the same values on every backend).
+pub fn host_noise<const D: usize>(
+    shape: [usize; D],
+    rng: &mut ChaCha8Rng,
+    device: &Device,
+) -> Tensor<D> {
+    let v: Vec<f32> = (0..shape.iter().product())
+        .map(|_| rng.sample(StandardNormal))
+        .collect();
+    Tensor::from_data(TensorData::new(v, shape), device)
+}
+
+/// A random training scene (uniform over the training split's first 2^32 scenes).
+pub fn random_scene(rng: &mut ChaCha8Rng, split: Split) -> Scene {
+    split.scene(rng.random_range(0..1u64 << 32))
+}
+
+/// Up to `max` random perturbations from `from`, each with a strength uniform in `[0, 1]`.
+pub fn random_perturbations(
+    rng: &mut ChaCha8Rng,
+    from: &[Perturbation],
+    max: usize,
+) -> Vec<(Perturbation, f32)> {
+    let n = rng.random_range(0..=max);
+    (0..n)
+        .map(|_| {
+            (
+                from[rng.random_range(0..from.len())],
+                rng.random_range(0.0..1.0),
+            )
+        })
+        .collect()
+}
+
+/// A render of `scene`, clean with probability `clean`, else with up to two random perturbations
+/// (any kind when `fidelity` is true, else taste only).
+pub fn random_render(rng: &mut ChaCha8Rng, scene: &Scene, clean: f64, fidelity: bool) -> Image {
+    if rng.random_bool(clean) {
+        return render_perturbed(scene, &[], 0);
+    }
+    let kinds: &[Perturbation] = if fidelity {
+        &PERTURBATIONS
+    } else {
+        &TASTE_PERTURBATIONS
+    };
+    let p = random_perturbations(rng, kinds, 2);
+    render_perturbed(scene, &p, rng.random())
+}
+
+/// The step a checkpoint in `dir` was written at, if there is one.
+pub fn checkpoint_step(dir: &Path) -> Result<Option<usize>, Error> {
+    let path = dir.join("state.json");
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let state = crate::io::read_json(&path)?;
+    let step = state
+        .get("step")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| Error::Setting {
+            name: format!("{}: step", path.display()),
+            value: state.to_string(),
+            reason: "a checkpoint state needs an integer `step`".into(),
+        })?;
+    Ok(Some(step as usize))
+}
+
+/// Records that the checkpoint in `dir` holds step `step` (written after the weights).
+pub fn write_checkpoint_step(dir: &Path, step: usize) -> Result<(), Error> {
+    crate::io::write_json(
+        &dir.join("state.json"),
+        &serde_json::json!({ "step": step }),
+    )
+}
+
+/// Host values of a tensor as `f32`.
+pub fn host_values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap_or_default()
+}
+
+/// The scalar of a one-element tensor.
+pub fn scalar(t: Tensor<1>) -> f32 {
+    host_values(t).first().copied().unwrap_or(f32::NAN)
+}
+
+/// A module under AdamW (weight decay 1e-4).
+pub struct Trainer<M> {
+    /// The module (on an autodiff device).
+    pub model: M,
+    optimizer: ModuleOptimizer,
+}
+
+impl<M> std::fmt::Debug for Trainer<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trainer").finish_non_exhaustive()
+    }
+}
+
+impl<M: Module> Trainer<M> {
+    /// Wraps `model` with a fresh optimiser.
+    pub fn new(model: M) -> Self {
+        Self {
+            model,
+            optimizer: AdamWConfig::new().with_weight_decay(1e-4).init(),
+        }
+    }
+
+    /// Back-propagates `loss` and takes one step at `lr`; returns the loss value.
+    pub fn apply(&mut self, loss: Tensor<1>, lr: f64) -> f32 {
+        let value = scalar(loss.clone());
+        let grads = GradientsParams::from_grads(loss.backward(), &self.model);
+        self.model = self.optimizer.step(lr, self.model.clone(), grads);
+        value
+    }
+}

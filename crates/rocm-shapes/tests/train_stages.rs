@@ -1,0 +1,209 @@
+//! Each training stage of the shapes world runs a few steps on tiny models: every loss is finite
+//! and the loss falls, a stage resumes from its checkpoint, and the build's bad inputs (unknown
+//! stage, unwritable output, a corrupt model file it reads) are one-line errors naming the culprit.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use rocm_models::clip::CLIPModel;
+use rocm_models::tokenizer::CLIPTokenizer;
+use rocm_shapes::build::{BuildPlan, Stage, check_writable};
+use rocm_shapes::tokenizer::WorldBpe;
+use rocm_shapes::train::{StageOptions, StepReport, Trainer, aesthetic, clip, pref, vae};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rocm-shapes-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn options(steps: usize, batch: usize, lr: f64) -> StageOptions {
+    StageOptions {
+        steps,
+        batch,
+        lr,
+        seed: 3,
+        checkpoint_every: 0,
+    }
+}
+
+/// Runs a stage, returning its per-step losses.
+fn losses(run: impl FnOnce(&mut dyn FnMut(StepReport))) -> Vec<f32> {
+    let mut out = Vec::new();
+    run(&mut |r| out.push(r.loss));
+    out
+}
+
+/// Every loss finite, and the mean of the last quarter below the mean of the first quarter.
+fn assert_falls(stage: &str, l: &[f32]) {
+    assert!(l.iter().all(|v| v.is_finite()), "{stage}: {l:?}");
+    let q = (l.len() / 4).max(1);
+    let mean = |s: &[f32]| s.iter().sum::<f32>() / s.len() as f32;
+    let (first, last) = (mean(&l[..q]), mean(&l[l.len() - q..]));
+    assert!(
+        last < first,
+        "{stage}: loss did not fall ({first} → {last}): {l:?}"
+    );
+}
+
+fn tiny_clip(bpe: &WorldBpe, device: &Device) -> (rocm_models::clip::CLIPConfig, CLIPModel) {
+    let config = clip::world_clip_config(bpe, 16, 1);
+    let model = config.init(device);
+    (config, model)
+}
+
+fn tokenizer(dir: &Path) -> CLIPTokenizer {
+    WorldBpe::learn().write(dir).unwrap();
+    CLIPTokenizer::from_dir(dir).unwrap()
+}
+
+#[test]
+fn the_vae_stage_trains_and_resumes() {
+    let device = Device::flex();
+    let work = scratch("vae");
+    let config = vae::tiny_vae_config();
+    let opts = options(16, 4, 3e-3);
+    let l = losses(|f| {
+        vae::train(&config, &opts, &work, &device, f).unwrap();
+    });
+    assert_falls("vae", &l);
+    // A checkpoint at step 8, then a resumed run does only the remaining steps.
+    let work2 = scratch("vae-resume");
+    let first = StageOptions {
+        checkpoint_every: 8,
+        ..options(8, 4, 3e-3)
+    };
+    vae::train(&config, &first, &work2, &device, &mut |_| {}).unwrap();
+    let rest = StageOptions {
+        checkpoint_every: 8,
+        ..options(12, 4, 3e-3)
+    };
+    let resumed = losses(|f| {
+        vae::train(&config, &rest, &work2, &device, f).unwrap();
+    });
+    assert_eq!(resumed.len(), 4, "resumed from step 8 of 12");
+}
+
+#[test]
+fn the_clip_stage_trains() {
+    let device = Device::flex();
+    let dir = scratch("clip");
+    let bpe = WorldBpe::learn();
+    let tok = tokenizer(&dir);
+    let config = clip::world_clip_config(&bpe, 16, 1);
+    let l = losses(|f| {
+        clip::train(&config, &tok, &options(24, 16, 3e-3), &dir, &device, f).unwrap();
+    });
+    assert_falls("clip", &l);
+}
+
+#[test]
+fn shape_twins_differ_in_one_shape_only() {
+    let mut rng = StageOptions {
+        seed: 5,
+        ..options(1, 1, 0.0)
+    }
+    .rng(0);
+    for i in 0..100 {
+        let scene = rocm_shapes::Split::Train.scene(i);
+        let twin = clip::shape_twin(&mut rng, &scene).unwrap();
+        let changed: Vec<usize> = (0..scene.objects.len())
+            .filter(|&k| scene.objects[k].shape != twin.objects[k].shape)
+            .collect();
+        assert_eq!(changed.len(), 1, "{} / {}", scene.caption, twin.caption);
+        assert_ne!(scene.caption, twin.caption);
+        assert!(
+            twin.objects
+                .iter()
+                .all(|o| !rocm_shapes::world::is_held_out(o.colour, o.shape)),
+            "{}",
+            twin.caption
+        );
+    }
+}
+
+#[test]
+fn the_preference_stage_trains() {
+    let device = Device::flex();
+    let dir = scratch("pref");
+    let bpe = WorldBpe::learn();
+    let tok = tokenizer(&dir);
+    let ad = device.clone().autodiff();
+    // The stage itself: fresh noisy-labelled pairs every step, so only finiteness is checked.
+    let (_, init) = tiny_clip(&bpe, &ad);
+    let l = losses(|f| {
+        pref::train(init, &tok, &options(6, 8, 3e-3), &dir, &device, f).unwrap();
+    });
+    assert!(l.len() == 6 && l.iter().all(|v| v.is_finite()), "{l:?}");
+    // Its loss and optimiser on one fixed batch of pairs: the loss falls.
+    let (_, init) = tiny_clip(&bpe, &ad);
+    let mut trainer = Trainer::new(clip::ClipTrain::new(init, &ad));
+    let pairs = pref::pairs(
+        &mut options(1, 1, 0.0).rng(0),
+        rocm_shapes::Split::Train,
+        16,
+    );
+    let prompts: Vec<&str> = pairs.iter().map(|p| p.prompt.as_str()).collect();
+    let l: Vec<f32> = (0..16)
+        .map(|_| {
+            let ids = tok.encode_to_tensor(&prompts, &ad).unwrap();
+            let loss = pref::bradley_terry_loss(&trainer.model, &pairs, ids);
+            trainer.apply(loss, 3e-3)
+        })
+        .collect();
+    assert_falls("pref", &l);
+}
+
+#[test]
+fn the_aesthetic_stage_trains() {
+    let device = Device::flex();
+    let dir = scratch("aesthetic");
+    let bpe = WorldBpe::learn();
+    let (_, init) = tiny_clip(&bpe, &device.clone().autodiff());
+    let l = losses(|f| {
+        aesthetic::train(init, &options(24, 16, 3e-3), &dir, &device, f).unwrap();
+    });
+    assert_falls("aesthetic", &l);
+}
+
+fn one_line(e: &impl std::fmt::Display) -> String {
+    let s = e.to_string();
+    assert!(!s.contains('\n'), "not one line: {s}");
+    s
+}
+
+#[test]
+fn bad_build_inputs_are_one_line_errors() {
+    let e = Stage::parse("vea").unwrap_err();
+    let s = one_line(&e);
+    assert!(s.contains("vea") && s.contains("aesthetic"), "{s}");
+
+    // An output below a regular file cannot be created.
+    let dir = scratch("bad-out");
+    let file = dir.join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let s = one_line(&check_writable(&file.join("world")).unwrap_err());
+    assert!(s.contains(&file.display().to_string()), "{s}");
+
+    // The preference stage reads the CLIP folder: a corrupt weight file is named.
+    let device = Device::flex();
+    let bpe = WorldBpe::learn();
+    let clip_dir = dir.join("world/clip");
+    let (config, model) = tiny_clip(&bpe, &device);
+    clip::export(&model, &config, &bpe, &clip_dir).unwrap();
+    let weights = clip_dir.join("model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    bytes.truncate(bytes.len() / 2);
+    std::fs::write(&weights, bytes).unwrap();
+    let plan = BuildPlan {
+        out: dir.join("world"),
+        work: dir.join("work"),
+        seed: 0,
+        scale: 0.001,
+    };
+    let e = plan.run(Stage::Pref, &device, &mut |_| {}).unwrap_err();
+    let s = one_line(&e);
+    assert!(s.contains("model.safetensors"), "{s}");
+}
