@@ -105,7 +105,7 @@ impl BuildPlan {
             Stage::Vae => (2000, 16, 2e-3),
             Stage::Clip => (2000, 64, 1e-3),
             Stage::Pref => (1200, 32, 2e-4),
-            Stage::Aesthetic => (600, 64, 5e-4),
+            Stage::Aesthetic => (1200, 64, 2e-3),
         };
         StageOptions {
             steps: ((steps as f64 * self.scale).round() as usize).max(1),
