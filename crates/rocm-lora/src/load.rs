@@ -45,6 +45,15 @@ impl ScaleInfo {
         }
     }
 
+    /// Refuses settings a layer cannot take (a dropout of 1 would panic in Burn's `Dropout`).
+    fn checked(self, path: &Path, what: &str) -> Result<Self, Error> {
+        if !(0.0..1.0).contains(&self.dropout) {
+            let message = format!("lora_dropout = {} is not in [0, 1)", self.dropout);
+            return Err(json_err(path, what, message));
+        }
+        Ok(self)
+    }
+
     /// α for a module: `alpha_pattern` (suffix match, as PEFT) → per-module `.alpha` key →
     /// `lora_alpha` → `r` (diffusers' default when a file says nothing).
     fn alpha_for(&self, module: &str, key_alpha: Option<f64>, rank: usize) -> f64 {
@@ -222,7 +231,7 @@ fn scale_info(raw: &RawFile, file: &Path, prefix: &str) -> Result<ScaleInfo, Err
         })?;
         let v: Value =
             serde_json::from_str(&text).map_err(|e| json_err(&config_path, PEFT_CONFIG, e))?;
-        return Ok(ScaleInfo::from_config(&v));
+        return ScaleInfo::from_config(&v).checked(&config_path, PEFT_CONFIG);
     }
     if let Some(text) = raw.metadata.get(METADATA_KEY) {
         let v: Value = serde_json::from_str(text).map_err(|e| json_err(file, METADATA_KEY, e))?;
@@ -234,7 +243,7 @@ fn scale_info(raw: &RawFile, file: &Path, prefix: &str) -> Result<ScaleInfo, Err
             .into_iter()
             .map(|(k, v)| (k.strip_prefix(&p).map_or(k.clone(), str::to_string), v))
             .collect();
-        return Ok(ScaleInfo::from_config(&Value::Object(unpacked)));
+        return ScaleInfo::from_config(&Value::Object(unpacked)).checked(file, METADATA_KEY);
     }
     Ok(ScaleInfo {
         alpha: None,
@@ -429,10 +438,18 @@ fn plan_one(
             })
         }
     };
+    let alpha = info.alpha_for(module, g.alpha, rank);
+    if !(alpha.is_finite() && alpha > 0.0) {
+        return Err(Error::UnknownKey {
+            path: file.to_path_buf(),
+            key: module.to_string(),
+            reason: format!("alpha {alpha} is not finite and > 0"),
+        });
+    }
     Ok(Planned {
         a: fit(key_a, a, want_a)?,
         b: fit(key_b, b, want_b)?,
-        alpha: info.alpha_for(module, g.alpha, rank),
+        alpha,
     })
 }
 

@@ -7,6 +7,7 @@ use rocm_lora::{Conv2d, Conv2dConfig, impl_lora_container};
 use serde::Deserialize;
 
 use crate::Error;
+use crate::bounds::{Fields, MAX_LAYERS, MAX_LEVELS, MAX_SAMPLE_SIZE, MAX_WIDTH};
 use crate::load::{DIFFUSERS_REMAP, find_weights, load_safetensors_strict, read_to_string};
 use crate::vae::{Decoder, Encoder};
 
@@ -121,9 +122,26 @@ impl AutoencoderKLConfig {
             reason: reason.into(),
         };
         let levels = hf.block_out_channels.len();
-        if levels == 0 {
-            return Err(bad("block_out_channels", "[]".into(), "at least one level"));
-        }
+        // Sizes first: the model's allocations are computed from them.
+        let fields = Fields::new(path);
+        fields.sizes(
+            "block_out_channels",
+            &hf.block_out_channels,
+            MAX_WIDTH,
+            MAX_LEVELS,
+        )?;
+        fields.size("in_channels", hf.in_channels, MAX_WIDTH)?;
+        fields.size("out_channels", hf.out_channels, MAX_WIDTH)?;
+        fields.size("latent_channels", hf.latent_channels, MAX_WIDTH)?;
+        fields.size("layers_per_block", hf.layers_per_block, MAX_LAYERS)?;
+        fields.size("sample_size", hf.sample_size, MAX_SAMPLE_SIZE)?;
+        fields.divides(
+            "norm_num_groups",
+            hf.norm_num_groups,
+            &hf.block_out_channels,
+            "block_out_channels",
+        )?;
+        fields.positive("scaling_factor", hf.scaling_factor)?;
         if hf.act_fn != "silu" {
             return Err(bad("act_fn", hf.act_fn.clone(), "only silu"));
         }

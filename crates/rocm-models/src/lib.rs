@@ -23,6 +23,7 @@
 
 pub mod error;
 pub use error::Error;
+pub mod bounds;
 pub mod clip;
 pub mod hub;
 pub mod pipeline;

@@ -274,6 +274,10 @@ impl LcmPipeline {
         noise: NoiseSource,
         progress: impl FnMut(usize, usize) + Send,
     ) -> Result<Tensor<4>, PipelineError> {
+        // The options first (step count, a finite guidance scale): the noise is sized by them.
+        let options: SamplerOptions<Tensor<3>> =
+            SamplerOptions::new(steps).with_guidance(Guidance::embedded(guidance));
+        self.sampler().timesteps(&options)?;
         let noise = match noise {
             NoiseSource::Seed(seed) => {
                 let shape = self.latent_shape(prompts.len());

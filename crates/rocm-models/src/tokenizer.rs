@@ -165,10 +165,23 @@ impl CLIPTokenizer {
 
     /// Loads a `tokenizer.json` (as written by transformers' `CLIPTokenizer.save_pretrained`).
     pub fn from_tokenizer_json(path: &Path) -> Result<Self, Error> {
-        let inner = Tokenizer::from_file(path).map_err(|e| Error::Tokenizer {
+        let err = |message: String| Error::Tokenizer {
             path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+            message,
+        };
+        let text = crate::load::read_to_string(path)?;
+        // tokenizers 0.23.2 panics (an `expect` in its decoder deserialisation) on some
+        // malformed files: check the JSON first, and treat a panic as a malformed file.
+        serde_json::from_str::<Value>(&text).map_err(|e| err(e.to_string()))?;
+        let parsed = std::panic::catch_unwind(|| text.parse::<Tokenizer>());
+        let inner = match parsed {
+            Ok(result) => result.map_err(|e| err(e.to_string()))?,
+            Err(_) => {
+                return Err(err(
+                    "malformed tokenizer (the tokenizers crate panicked)".into()
+                ));
+            }
+        };
         Self::with_default_specials(inner, path)
     }
 

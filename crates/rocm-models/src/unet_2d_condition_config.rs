@@ -8,6 +8,7 @@ use rocm_sampler::Parameterization;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+use crate::bounds::{Fields, MAX_LATENT_SIZE, MAX_LAYERS, MAX_LEVELS, MAX_WIDTH};
 use crate::load::read_to_string;
 
 /// A down block type of the SD 1.5 family (diffusers' `down_block_types`).
@@ -272,12 +273,31 @@ impl UNet2DConditionModelConfig {
                 Err(unsupported(field, value, reason))
             }
         };
-        check(
-            levels > 0,
+        // Sizes first: everything below and the model's allocations are computed from them.
+        let fields = Fields::new(path);
+        fields.sizes(
             "block_out_channels",
             &hf.block_out_channels,
-            "at least one level",
+            MAX_WIDTH,
+            MAX_LEVELS,
         )?;
+        let sample_size =
+            fields.size("sample_size", hf.sample_size.unwrap_or(64), MAX_LATENT_SIZE)?;
+        fields.size("in_channels", hf.in_channels, MAX_WIDTH)?;
+        fields.size("out_channels", hf.out_channels, MAX_WIDTH)?;
+        if let Some(d) = hf.time_cond_proj_dim {
+            fields.size("time_cond_proj_dim", d, MAX_WIDTH)?;
+        }
+        let groups = hf.norm_num_groups.unwrap_or(32);
+        fields.divides(
+            "norm_num_groups",
+            groups,
+            &hf.block_out_channels,
+            "block_out_channels",
+        )?;
+        fields.positive("norm_eps", hf.norm_eps)?;
+        fields.finite("freq_shift", hf.freq_shift)?;
+        fields.finite("mid_block_scale_factor", hf.mid_block_scale_factor)?;
         check(hf.act_fn == "silu", "act_fn", &hf.act_fn, "only silu")?;
         check(
             hf.time_embedding_type == "positional",
@@ -356,14 +376,26 @@ impl UNet2DConditionModelConfig {
         )?;
         let as_usize = |field: &str, v: &serde_json::Value| {
             v.as_u64()
-                .map(|n| n as usize)
+                .and_then(|n| usize::try_from(n).ok())
                 .ok_or_else(|| unsupported(field, v, "a single integer"))
         };
-        let layers_per_block = as_usize("layers_per_block", &hf.layers_per_block)?;
-        let cross_attention_dim = as_usize("cross_attention_dim", &hf.cross_attention_dim)?;
-        let transformer_layers = as_usize(
+        let layers_per_block = fields.size(
+            "layers_per_block",
+            as_usize("layers_per_block", &hf.layers_per_block)?,
+            MAX_LAYERS,
+        )?;
+        let cross_attention_dim = fields.size(
+            "cross_attention_dim",
+            as_usize("cross_attention_dim", &hf.cross_attention_dim)?,
+            MAX_WIDTH,
+        )?;
+        let transformer_layers = fields.size(
             "transformer_layers_per_block",
-            &hf.transformer_layers_per_block,
+            as_usize(
+                "transformer_layers_per_block",
+                &hf.transformer_layers_per_block,
+            )?,
+            MAX_LAYERS,
         )?;
         let down = hf
             .down_block_types
@@ -426,7 +458,6 @@ impl UNet2DConditionModelConfig {
                 "must divide block_out_channels",
             )?;
         }
-        let groups = hf.norm_num_groups.unwrap_or(32);
         Ok(Self::new(
             hf.block_out_channels.clone(),
             down,
@@ -446,6 +477,6 @@ impl UNet2DConditionModelConfig {
         .with_transformer_layers_per_block(transformer_layers)
         .with_mid_block_scale_factor(hf.mid_block_scale_factor)
         .with_prediction_type(hf.prediction_type.unwrap_or_default())
-        .with_sample_size(hf.sample_size.unwrap_or(64)))
+        .with_sample_size(sample_size))
     }
 }

@@ -59,6 +59,14 @@ impl<C> Guidance<C> {
         }
     }
 
+    /// The guidance scale `g`, if any.
+    pub fn scale(&self) -> Option<f32> {
+        match self {
+            Self::None => None,
+            Self::Embedded { scale, .. } | Self::ClassifierFree { scale, .. } => Some(*scale),
+        }
+    }
+
     /// Evaluates one [`Branch`] of the model (the fine-tuned policy or its frozen base) at
     /// `(latent, t)` under this guidance.
     ///

@@ -127,6 +127,13 @@ impl Sampler {
 
     /// The timesteps a run with these options visits, or why the options are invalid.
     pub fn timesteps<C>(&self, options: &SamplerOptions<C>) -> Result<Vec<usize>, Error> {
+        if let Some(g) = options.guidance.scale()
+            && !g.is_finite()
+        {
+            return Err(Error::BadOptions(format!(
+                "the guidance scale must be finite, got {g}"
+            )));
+        }
         match &options.timesteps {
             Some(custom) => self.scheduler.custom_timesteps(custom),
             None => self.scheduler.timesteps(options.num_steps, options.spacing),

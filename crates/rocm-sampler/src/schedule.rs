@@ -33,6 +33,10 @@ pub struct NoiseSchedule {
     alphas_cumprod: Vec<f32>,
 }
 
+/// The most training timesteps a schedule may have (diffusers' models use 1000): a config that
+/// declares more is refused before its betas are allocated.
+pub const MAX_TRAIN_TIMESTEPS: usize = 100_000;
+
 impl NoiseSchedule {
     /// Builds a schedule of `num_train_timesteps` betas of the given kind (`beta_start` and
     /// `beta_end` are ignored by [`BetaSchedule::SquaredcosCapV2`]).
@@ -43,9 +47,9 @@ impl NoiseSchedule {
         num_train_timesteps: usize,
     ) -> Result<Self, Error> {
         let n = num_train_timesteps;
-        if n < 2 {
+        if !(2..=MAX_TRAIN_TIMESTEPS).contains(&n) {
             return Err(Error::BadSchedule(format!(
-                "num_train_timesteps = {n}, need at least 2"
+                "num_train_timesteps = {n}, need 2..={MAX_TRAIN_TIMESTEPS}"
             )));
         }
         let lerp = |a: f64, b: f64, i: usize| a + (b - a) * i as f64 / (n - 1) as f64;

@@ -2,6 +2,8 @@
 //! fixture scripts (`tests/fixtures/scripts/`) write with PyTorch, and comparing against them.
 //! A dev-dependency only; not published.
 
+pub mod fuzz;
+
 use std::collections::HashMap;
 use std::path::Path;
 

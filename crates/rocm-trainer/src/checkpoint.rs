@@ -13,9 +13,12 @@
 //!
 //! A checkpoint directory is first written as `.step-000100.tmp` and renamed into place, and
 //! `latest` is replaced by renaming a temporary file, so a crash never leaves a half-written
-//! checkpoint where a resume would read it.
+//! checkpoint where a resume would read it. Durable as well as atomic: every file and the
+//! temporary directory are fsynced before the rename that publishes them, and the parent
+//! directory after it, so a power loss cannot publish a directory whose files are not on disk
+//! (docs/reliability.md).
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use burn::optim::ModuleOptimizer;
 use burn::prelude::*;
@@ -23,8 +26,8 @@ use burn::store::{BurnpackStore, ModuleSnapshot};
 use rocm_lora::LoraContainer;
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
 use crate::error::io;
+use crate::{Error, durable};
 
 /// The adapter-parameter file of a checkpoint.
 pub const ADAPTERS_FILE: &str = "adapters.bpk";
@@ -99,26 +102,58 @@ pub fn save_checkpoint<M: Module + LoraContainer>(
         message: e.to_string(),
     })?;
     std::fs::write(&state_path, text).map_err(io(&state_path))?;
+    durable::sync_tree(&tmp)?;
 
+    // A checkpoint of this step from before a resume is moved aside by one rename, never
+    // deleted in place: a kill at any instant leaves either it or the new one complete.
+    let old = root.join(format!(".{name}.old"));
     if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+        if old.exists() {
+            std::fs::remove_dir_all(&old).map_err(io(&old))?;
+        }
+        std::fs::rename(&dir, &old).map_err(io(&old))?;
     }
     std::fs::rename(&tmp, &dir).map_err(io(&dir))?;
+    durable::sync_dir(root)?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(io(&old))?;
+    }
     let latest_tmp = root.join(format!(".{LATEST_FILE}.tmp"));
-    std::fs::write(&latest_tmp, &name).map_err(io(&latest_tmp))?;
+    durable::write_synced(&latest_tmp, name.as_bytes())?;
     std::fs::rename(&latest_tmp, root.join(LATEST_FILE)).map_err(io(root.join(LATEST_FILE)))?;
+    durable::sync_dir(root)?;
     log::info!("checkpoint {}", dir.display());
     Ok(dir)
 }
 
-/// The newest complete checkpoint under `root` (from `latest`), if any.
+/// The newest complete checkpoint under `root` (from `latest`), if any; a `latest` that does
+/// not name a checkpoint directory of `root` is an error naming it.
 pub fn latest_checkpoint(root: &Path) -> Result<Option<PathBuf>, Error> {
     let latest = root.join(LATEST_FILE);
     if !latest.exists() {
         return Ok(None);
     }
-    let name = std::fs::read_to_string(&latest).map_err(io(&latest))?;
-    Ok(Some(root.join(name.trim())))
+    let text = std::fs::read_to_string(&latest).map_err(io(&latest))?;
+    let name = text.trim();
+    // One plain name inside `root`: never an absolute path or `..` that leads elsewhere.
+    let mut parts = Path::new(name).components();
+    if !matches!(
+        (parts.next(), parts.next()),
+        (Some(Component::Normal(_)), None)
+    ) {
+        return Err(Error::Resume {
+            path: latest,
+            message: format!("`{name}` is not the name of a checkpoint directory"),
+        });
+    }
+    let dir = root.join(name);
+    if !dir.join(STATE_FILE).is_file() {
+        return Err(Error::Resume {
+            path: latest,
+            message: format!("names `{name}`, which holds no {STATE_FILE}"),
+        });
+    }
+    Ok(Some(dir))
 }
 
 /// Reads a checkpoint's [`CheckpointState`].
@@ -170,8 +205,15 @@ pub fn load_checkpoint<M: Module + LoraContainer>(
         });
     }
     let optim = dir.join(OPTIMIZER_FILE);
-    let optimizer = optimizer
-        .load(&optim)
-        .map_err(|e| record_err(&optim)(e.to_string()))?;
+    // burn-optim 0.22.1 panics (an `expect` in `ModuleOptimizer::load`) on a record tensor
+    // without a parameter id, which a damaged file can hold: a panic here is a damaged file.
+    let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| optimizer.load(&optim)));
+    let optimizer = match loaded {
+        Ok(result) => result.map_err(|e| record_err(&optim)(e.to_string()))?,
+        Err(_) => {
+            let message = "damaged optimizer state (a tensor without a parameter id)";
+            return Err(record_err(&optim)(message.into()));
+        }
+    };
     Ok((optimizer, state))
 }

@@ -266,6 +266,13 @@ impl Default for TrainConfig {
     }
 }
 
+/// The largest `batch_size` a configuration may ask for (the rollout noise is allocated from it).
+pub const MAX_BATCH_SIZE: usize = 65_536;
+/// The largest `num_steps` (LCM schedules offer at most `original_inference_steps`, 50).
+pub const MAX_NUM_STEPS: usize = 10_000;
+/// The largest LoRA rank `lora.r`.
+pub const MAX_LORA_RANK: usize = 4096;
+
 impl TrainConfig {
     /// Parses a TOML document; `path` only names the source in errors.
     pub fn from_toml_str(text: &str, path: impl AsRef<Path>) -> Result<Self, Error> {
@@ -328,6 +335,39 @@ impl TrainConfig {
         toml::to_string(self).unwrap_or_else(|e| format!("# cannot serialise: {e}"))
     }
 
+    /// Upper bounds on the sizes and the optimiser's numbers, checked before anything is
+    /// allocated from them (docs/reliability.md).
+    fn check_sizes(&self) -> Result<(), (&'static str, String)> {
+        let at_most = |field, value: usize, max: usize| {
+            if value <= max {
+                Ok(())
+            } else {
+                Err((field, format!("must be at most {max}, got {value}")))
+            }
+        };
+        at_most("batch_size", self.batch_size, MAX_BATCH_SIZE)?;
+        at_most("num_steps", self.num_steps, MAX_NUM_STEPS)?;
+        at_most("lora.r", self.lora.r, MAX_LORA_RANK)?;
+        let in_unit = |field, v: f32| {
+            if (0.0..1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err((field, format!("must be in [0, 1), got {v}")))
+            }
+        };
+        in_unit("adam_beta1", self.adam_beta1)?;
+        in_unit("adam_beta2", self.adam_beta2)?;
+        if !(self.adam_epsilon.is_finite() && self.adam_epsilon > 0.0) {
+            let message = format!("must be finite and > 0, got {}", self.adam_epsilon);
+            return Err(("adam_epsilon", message));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            let message = format!("must be finite and ≥ 0, got {}", self.weight_decay);
+            return Err(("weight_decay", message));
+        }
+        Ok(())
+    }
+
     /// Checks ranges and names.
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |field, message: String| Err(Error::InvalidField { field, message });
@@ -336,6 +376,9 @@ impl TrainConfig {
         }
         if self.batch_size == 0 {
             return bad("batch_size", "must be at least 1".into());
+        }
+        if let Err((field, message)) = self.check_sizes() {
+            return bad(field, message);
         }
         if self.gradient_accumulation_steps == 0 {
             return bad("gradient_accumulation_steps", "must be at least 1".into());

@@ -92,6 +92,7 @@ pub mod baselines;
 pub mod checkpoint;
 mod config;
 mod diffusers;
+mod durable;
 mod error;
 pub mod grads;
 pub mod images;

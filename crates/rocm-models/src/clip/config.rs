@@ -7,6 +7,7 @@ use serde::Deserialize;
 use super::encoder::{CLIPEncoderConfig, HiddenAct};
 use super::vision::CLIPVisionConfig;
 use crate::Error;
+use crate::bounds::{Fields, MAX_LAYERS, MAX_POSITIONS, MAX_VOCAB, MAX_WIDTH};
 
 /// The fields of transformers' `CLIPTextConfig` that shape the model, with its defaults
 /// (transformers 4.x and 5.x files both parse; unknown fields are ignored).
@@ -126,6 +127,20 @@ impl CLIPTextConfig {
             value,
             reason: reason.into(),
         };
+        let fields = Fields::new(path);
+        fields.size("vocab_size", self.vocab_size, MAX_VOCAB)?;
+        fields.size("hidden_size", self.hidden_size, MAX_WIDTH)?;
+        fields.size("intermediate_size", self.intermediate_size, 4 * MAX_WIDTH)?;
+        fields.size("num_hidden_layers", self.num_hidden_layers, MAX_LAYERS)?;
+        fields.size(
+            "max_position_embeddings",
+            self.max_position_embeddings,
+            MAX_POSITIONS,
+        )?;
+        if let Some(d) = self.projection_dim {
+            fields.size("projection_dim", d, MAX_WIDTH)?;
+        }
+        fields.positive("layer_norm_eps", self.layer_norm_eps)?;
         HiddenAct::parse(&self.hidden_act).ok_or_else(|| {
             unsupported(
                 "hidden_act",
@@ -189,6 +204,12 @@ impl CLIPConfig {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref();
         let config: Self = crate::load::read_json(path)?;
+        let fields = Fields::new(path);
+        fields.size("projection_dim", config.projection_dim, MAX_WIDTH)?;
+        fields.finite(
+            "logit_scale_init_value",
+            f64::from(config.logit_scale_init_value),
+        )?;
         config.text_config.validate(path)?;
         config.vision_config.encoder(path)?;
         Ok(config)

@@ -17,6 +17,7 @@ use super::encoder::{CLIPEncoder, CLIPEncoderConfig, HiddenAct};
 use super::load_clip_safetensors_with;
 use super::text::{CLIPTextOutput, CLIPTextTransformer};
 use crate::Error;
+use crate::bounds::{Fields, MAX_LAYERS, MAX_SAMPLE_SIZE, MAX_WIDTH};
 
 /// transformers 5 saves a bare `CLIPVisionModel` without the `vision_model.` prefix.
 const UNPREFIXED_VISION_KEYS: (&str, &str) = (
@@ -118,6 +119,16 @@ impl CLIPVisionConfig {
             value,
             reason: reason.into(),
         };
+        let fields = Fields::new(path);
+        fields.size("hidden_size", self.hidden_size, MAX_WIDTH)?;
+        fields.size("intermediate_size", self.intermediate_size, 4 * MAX_WIDTH)?;
+        fields.size("num_hidden_layers", self.num_hidden_layers, MAX_LAYERS)?;
+        fields.size("num_channels", self.num_channels, MAX_WIDTH)?;
+        fields.size("image_size", self.image_size, MAX_SAMPLE_SIZE)?;
+        if let Some(d) = self.projection_dim {
+            fields.size("projection_dim", d, MAX_WIDTH)?;
+        }
+        fields.positive("layer_norm_eps", self.layer_norm_eps)?;
         let act = HiddenAct::parse(&self.hidden_act).ok_or_else(|| {
             unsupported(
                 "hidden_act",
