@@ -48,9 +48,11 @@ fn the_vae_matches_diffusers() {
     let vae = AutoencoderKL::from_pretrained(world("vae"), &device).unwrap();
     let decoded = vae.decode(f32_tensor(&t["vae.latents"], &device));
     let d = max_abs_diff(decoded, &t["vae.decoded"]);
+    eprintln!("vae decode: max |Δ| {d}");
     assert!(d < TOLERANCE, "decode: max |Δ| {d}");
     let (mean, _) = vae.encode(f32_tensor(&t["vae.images"], &device));
     let d = max_abs_diff(mean, &t["vae.mean"]);
+    eprintln!("vae encode mean: max |Δ| {d}");
     assert!(d < TOLERANCE, "encode mean: max |Δ| {d}");
 }
 
@@ -82,6 +84,7 @@ fn the_clip_models_and_tokenizer_match_transformers() {
         let logits =
             l2_normalize(img).matmul(l2_normalize(txt).transpose()) * model.logit_scale.exp();
         let d = max_abs_diff(logits, &t[&format!("{name}.logits_per_image")]);
+        eprintln!("{name}: logits_per_image max |Δ| {d}");
         assert!(d < TOLERANCE, "{name}: logits_per_image max |Δ| {d}");
     }
 }
