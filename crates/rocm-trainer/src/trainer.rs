@@ -1,5 +1,6 @@
 //! [`RocmTrainer`]: the paper's Algorithm 2 (docs/method.md §5).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
@@ -423,6 +424,17 @@ impl<const D: usize, M: TrainableModel<D> + rocm_lora::LoraContainer> RocmTraine
     /// stays. Evaluation draws nothing from the run's RNG, so it does not change training.
     pub fn run(
         &mut self,
+        on_iteration: impl FnMut(&IterationMetrics),
+    ) -> Result<Vec<IterationMetrics>, Error> {
+        self.run_until(&AtomicBool::new(false), on_iteration)
+    }
+
+    /// [`RocmTrainer::run`] that also stops, after the iteration in progress and a checkpoint
+    /// of it, once `stop` is set (a SIGINT/SIGTERM handler's flag); `--resume` continues from
+    /// that checkpoint.
+    pub fn run_until(
+        &mut self,
+        stop: &AtomicBool,
         mut on_iteration: impl FnMut(&IterationMetrics),
     ) -> Result<Vec<IterationMetrics>, Error> {
         let out = self.config.output_dir.clone();
@@ -438,11 +450,17 @@ impl<const D: usize, M: TrainableModel<D> + rocm_lora::LoraContainer> RocmTraine
             if eval_every > 0 && (self.step.is_multiple_of(eval_every) || last) {
                 self.write_eval(&out)?;
             }
-            if (every > 0 && self.step.is_multiple_of(every)) || self.step == self.config.iterations
+            let stopping = stop.load(Ordering::Relaxed);
+            if (every > 0 && self.step.is_multiple_of(every))
+                || self.step == self.config.iterations
+                || stopping
             {
                 self.save_checkpoint(&self.checkpoints_dir())?;
             }
             all.push(m);
+            if stopping {
+                break;
+            }
         }
         Ok(all)
     }

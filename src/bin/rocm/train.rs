@@ -2,6 +2,8 @@
 //! with ROCM.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rocm::lora::{DIFFUSERS_WEIGHTS, KOHYA_WEIGHTS, LoraContainer, PEFT_WEIGHTS};
 use rocm::run::{Adapters, Built, Run, RunConfig};
@@ -68,6 +70,22 @@ pub fn train(args: &TrainArgs) -> Result<(), Failure> {
         Run::Toy(trainer) => drive(*trainer, args.resume, &backend),
         Run::Pipeline(trainer) => drive(*trainer, args.resume, &backend),
     }
+}
+
+/// The exit code of a run stopped by SIGINT or SIGTERM after its final checkpoint (128 + SIGINT).
+const INTERRUPTED: i32 = 130;
+
+/// A flag set by the first SIGINT or SIGTERM; the run stops after the iteration in progress and
+/// checkpoints it. A second signal while stopping ends the process at once (a checkpoint that
+/// is then half-written stays a `.tmp` that resume ignores).
+fn stop_on_signals() -> Result<Arc<AtomicBool>, Failure> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&stop))?;
+        signal_hook::flag::register(signal, Arc::clone(&stop))?;
+    }
+    Ok(stop)
 }
 
 /// Checks that `path` is an adapter file or a folder holding one, before anything loads.
@@ -137,7 +155,8 @@ fn drive<const D: usize, M: TrainableModel<D> + LoraContainer>(
     );
     let progress = Progress::new(total, trainer.step());
     let mut plot_error = None;
-    let result = trainer.run(|m| {
+    let stop = stop_on_signals()?;
+    let result = trainer.run_until(&stop, |m| {
         progress.update(m);
         history.push(m.clone());
         let checkpointed = (every > 0 && m.step.is_multiple_of(every)) || m.step == total;
@@ -150,6 +169,14 @@ fn drive<const D: usize, M: TrainableModel<D> + LoraContainer>(
         plot::metrics_plots(&out, &history).ok();
     }
     result?;
+    if stop.load(Ordering::Relaxed) && trainer.step() < total {
+        eprintln!(
+            "interrupted: checkpoint of step {} under {}; `rocm train --resume` continues",
+            trainer.step(),
+            trainer.checkpoints_dir().display()
+        );
+        std::process::exit(INTERRUPTED);
+    }
     if let Some(e) = plot_error {
         return Err(format!("plots in {}: {e}", out.display()).into());
     }
