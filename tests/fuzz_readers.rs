@@ -541,8 +541,29 @@ fn regression_a_malformed_tokenizer_decoder_is_an_error() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Found by the fuzzer: `samples_per_prompt = 2^63` in a DPOK config overflowed the
+/// `samples × batch × accumulation` check (a panic in debug builds); now bounded, naming the key.
+#[test]
+fn regression_a_huge_samples_per_prompt_is_an_error() {
+    let text = std::fs::read_to_string(root().join("configs/toy_dpok.toml")).unwrap();
+    assert!(text.contains("samples_per_prompt = "));
+    let start = text.find("samples_per_prompt = ").unwrap() + "samples_per_prompt = ".len();
+    let end = start + text[start..].find('\n').unwrap();
+    for n in ["9223372036854775807", "1000000"] {
+        let damaged = format!("{}{n}{}", &text[..start], &text[end..]);
+        let err = RunConfig::from_toml_str(&damaged, "toy_dpok.toml")
+            .map(drop)
+            .expect_err(n)
+            .to_string();
+        assert!(
+            err.contains("samples_per_prompt") && err.contains("toy_dpok.toml"),
+            "{n}: {err}"
+        );
+    }
+}
+
 /// CI case count for the cheap readers (the model loaders run a fraction of it).
-const CASES: usize = 2000;
+const CASES: usize = 1000;
 
 #[test]
 fn models_survive_damaged_files() {

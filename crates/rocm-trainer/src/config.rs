@@ -471,7 +471,14 @@ impl TrainConfig {
             _ => None,
         };
         if let Some((field, n)) = per_prompt
-            && n * self.batch_size * self.gradient_accumulation_steps < 2
+            && n > MAX_BATCH_SIZE
+        {
+            return bad(field, format!("must be at most {MAX_BATCH_SIZE}, got {n}"));
+        }
+        if let Some((field, n)) = per_prompt
+            && n.saturating_mul(self.batch_size)
+                .saturating_mul(self.gradient_accumulation_steps)
+                < 2
         {
             return bad(
                 field,
