@@ -104,7 +104,7 @@ impl BuildPlan {
         let (steps, batch, lr) = match stage {
             Stage::Vae => (2000, 16, 2e-3),
             Stage::Clip => (2000, 64, 1e-3),
-            Stage::Pref => (1200, 32, 2e-4),
+            Stage::Pref => (2000, 32, 2e-4),
             Stage::Aesthetic => (1200, 64, 2e-3),
         };
         StageOptions {
