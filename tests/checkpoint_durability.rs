@@ -1,7 +1,7 @@
 //! Checkpoints are durable, not only atomic (docs/reliability.md): `rocm train` is traced with
 //! `strace -f`, and before the rename that publishes `step-000001` every file in
 //! `.step-000001.tmp` and the directory itself were fsynced, the `checkpoints` directory was
-//! fsynced after it, and `latest` was fsynced before its rename and its directory after.
+//! fsynced after it and before `latest` was replaced, and `latest` was fsynced before its rename and its directory after.
 //! (A kill -9 cannot show a missing fsync, a power loss can; the trace shows it.)
 //! Skipped, saying so, where `strace` is not installed.
 
@@ -141,15 +141,16 @@ fn checkpoint_files_and_directories_are_fsynced_around_the_publishing_rename() {
         synced_before(&tmp),
         "the temporary directory not fsynced before the rename"
     );
-    assert!(
-        events[publish..].contains(&Event::Synced(c(&checkpoints))),
-        "checkpoints/ not fsynced after the rename"
-    );
     let latest_tmp = checkpoints.join(".latest.tmp");
     let latest = position(&events, |e| {
         matches!(e, Event::Renamed { from, to } if *from == c(&latest_tmp) && *to == c(&checkpoints.join("latest")))
     })
     .expect("no rename publishing latest");
+    // Between the two renames: otherwise `latest` could reach the disk before the folder it names.
+    assert!(
+        publish < latest && events[publish..latest].contains(&Event::Synced(c(&checkpoints))),
+        "checkpoints/ not fsynced between publishing step-000001 and replacing latest"
+    );
     assert!(
         events[..latest].contains(&Event::Synced(c(&latest_tmp))),
         ".latest.tmp not fsynced before its rename"
