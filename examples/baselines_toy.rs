@@ -259,20 +259,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             md.push_str("\nROCM (β = 0) did not reach RLCM's final reward within the budget.\n")
         }
     }
-    let series: Vec<Vec<(f64, f64)>> = curves
+    let series: Vec<plot::Series> = curves
         .iter()
-        .map(|(_, c)| c.iter().map(|p| (p.0, p.2)).collect())
+        .map(|(name, c)| plot::Series::new(*name, c.iter().map(|p| (p.0, p.2)).collect()))
         .collect();
-    plot::curves(&out.join("reward_vs_seconds.png"), &series, true)?;
-    md.push_str(
-        "\n`reward_vs_seconds.png`: evaluation reward against training seconds (y = sign·ln(1 + |v|)), \
-         one curve per method:",
+    let chart = plot::Chart::new(
+        "Evaluation reward against training time, same budget",
+        "wall-clock training time (s)",
+        "mean reward of 256 samples (symlog scale)",
     );
-    for (i, (name, _)) in curves.iter().enumerate() {
-        let colour = plot::COLOURS[i % plot::COLOURS.len()].1;
-        md.push_str(&format!(" {colour} = {name};"));
-    }
-    md.push('\n');
+    plot::curves(&out.join("reward_vs_seconds.png"), &chart.symlog(), &series)?;
+    md.push_str(
+        "\n`reward_vs_seconds.png`: evaluation reward against training seconds (symlog y axis), \
+         one curve per method, named in the legend.\n",
+    );
     std::fs::write(out.join("results.md"), &md)?;
     std::fs::write(out.join("results.csv"), csv)?;
     std::fs::write(out.join("curves.csv"), curves_csv)?;

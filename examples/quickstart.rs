@@ -26,12 +26,16 @@ use clap::{Arg, Command};
 use rocm::divergence::{DivergenceConfig, DivergenceKind};
 use rocm::lora::{InitLoraWeights, LoraConfig, TargetModules, apply_lora};
 use rocm::sampler::Branch;
-use rocm::trainer::plot;
+use rocm::trainer::plot::{self, Chart, Series};
 use rocm::trainer::toy::{self, ProxyX, ToyPointModel, data};
 use rocm::trainer::{GuidanceKind, MetricsWriter, RocmTrainer, TrainConfig};
 
 /// Evaluation samples (fixed seeds).
 const EVAL: u64 = 512;
+
+/// The scatter plots' axes: the data's modes (a circle around the origin) with room on the
+/// right, where the proxy pushes samples.
+const DOMAIN: (std::ops::Range<f64>, std::ops::Range<f64>) = (-4.0..8.0, -4.0..4.0);
 
 /// One ROCM run's settings.
 struct Run {
@@ -184,7 +188,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             base_scores = Some((p0, t0));
             plot::scatter(
                 &out.join("samples_base.png"),
-                &points0,
+                &Chart::new("Samples of the base model (K = 8)", "x", "y"),
+                DOMAIN,
+                ("base model samples", &points0),
                 data().means.into_iter(),
             )?;
         }
@@ -203,7 +209,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (_, _, points) = evaluate(lambda, &trainer);
         plot::scatter(
             &out.join(format!("samples_{}.png", run.name())),
-            &points,
+            &Chart::new(
+                format!("Samples after {iterations} iterations: {}", run.name()),
+                "x",
+                "y",
+            ),
+            DOMAIN,
+            (&format!("{} samples", run.name()), &points),
             data().means.into_iter(),
         )?;
         let seconds = run_start.elapsed().as_secs_f64();
@@ -281,13 +293,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .filter(|(r, _)| r.divergence == DivergenceKind::Kl)
         .map(|(r, o)| (r.name(), o.curve.clone()))
         .collect();
-    let series = |value: fn(&Point) -> f64| -> Vec<Vec<(f64, f64)>> {
+    let series = |value: fn(&Point) -> f64| -> Vec<Series> {
         kl.iter()
-            .map(|(_, c)| c.iter().map(|p| (p.0 as f64, value(p))).collect())
+            .map(|(name, c)| Series::new(name, c.iter().map(|p| (p.0 as f64, value(p))).collect()))
             .collect()
     };
-    plot::curves(&out.join("proxy_vs_iteration.png"), &series(|p| p.1), true)?;
-    plot::curves(&out.join("true_vs_iteration.png"), &series(|p| p.2), true)?;
+    let chart = |title: &str, y: &str| Chart::new(title, "iteration", y).symlog();
+    plot::curves(
+        &out.join("proxy_vs_iteration.png"),
+        &chart("Proxy reward, KL runs", "proxy reward x (symlog scale)"),
+        &series(|p| p.1),
+    )?;
+    plot::curves(
+        &out.join("true_vs_iteration.png"),
+        &chart(
+            "True objective, KL runs",
+            &format!("x + {lambda} log p_data(x) (symlog scale)"),
+        ),
+        &series(|p| p.2),
+    )?;
     md.push_str(&legend(&kl));
     std::fs::write(out.join("results.md"), &md)?;
     println!("\n{md}");
@@ -299,19 +323,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// The markdown legend of the curve plots: colour → run.
+/// What the plots show (each image has its own title, axis labels and legend).
 fn legend(runs: &[(String, Vec<Point>)]) -> String {
-    let mut s = String::from(
-        "\nPlots (iteration on x, no text in the images): `proxy_vs_iteration.png` and \
-         `true_vs_iteration.png` for the KL runs, y = sign(v)·ln(1 + |v|) (dashed line: 0); colours:",
-    );
-    for (i, (name, _)) in runs.iter().enumerate() {
-        let colour = plot::COLOURS[i % plot::COLOURS.len()].1;
-        s.push_str(&format!(" {colour} = `{name}`;"));
-    }
-    s.push_str(
-        "\n`samples_<run>.png`: final samples (blue) and the target's modes (red), x ∈ [−4, 8], \
+    let names: Vec<String> = runs.iter().map(|(name, _)| format!("`{name}`")).collect();
+    format!(
+        "\nPlots: `proxy_vs_iteration.png` and `true_vs_iteration.png` for the KL runs ({}) on a \
+         symlog y axis (sign(v)·ln(1 + |v|), ticks in data units, dashed line: 0); \
+         `samples_<run>.png`: each run's final samples and the target's modes, x ∈ [−4, 8], \
          y ∈ [−4, 4].\n",
-    );
-    s
+        names.join(", ")
+    )
 }

@@ -10,9 +10,10 @@
 //! `scheduler/`) or a hub id resolved in the Hugging Face cache (`HF_HOME`, `HF_HUB_CACHE`), as
 //! `LcmPipeline::from_pretrained` reads a name or path: an existing folder first, then an
 //! `org/name` id.
-//! Writes `OUT/image-<i>.png` per prompt and `OUT/grid.png` (`rocm::trainer::images`), with
-//! per-step progress on stderr. `--lora FILE_OR_DIR` loads adapters onto the UNet (diffusers, PEFT
-//! or kohya layout, as `rocm sample --lora`).
+//! Writes `OUT/image-<i>.png` per prompt and `OUT/grid.png` (captioned with the prompts, noise,
+//! steps and guidance; `rocm::trainer::images`), with per-step progress on stderr.
+//! `--lora FILE_OR_DIR` loads adapters onto the UNet (diffusers, PEFT or kohya layout, as
+//! `rocm sample --lora`).
 //!
 //! Options that make a run comparable with diffusers exactly:
 //! - `--noise FILE`: safetensors with `latents` `[B,4,h,w]` (x_0) and `noise` `[K−1,B,4,h,w]`
@@ -35,7 +36,7 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 use rocm::lora::load_adapters;
 use rocm::models::pipeline::{LcmPipeline, NoiseSource};
 use rocm::tensor_files::{read_noise, write_image_tensor};
-use rocm::trainer::images::write_images;
+use rocm::trainer::images::{numbered_caption, write_images};
 
 mod common;
 
@@ -194,7 +195,16 @@ fn run(args: &Args) -> Result<(), String> {
         write_image_tensor(path, images.clone()).map_err(|e| e.to_string())?;
         println!("{}", path.display());
     }
-    for path in write_images(&args.out, images).map_err(|e| e.to_string())? {
+    let noise = match &args.noise {
+        Some(path) => format!("noise {}", path.display()),
+        None => format!("seed {}", args.seed),
+    };
+    let header = format!(
+        "{}: {noise}, {} steps, guidance {}",
+        args.model, args.steps, args.guidance
+    );
+    let caption = numbered_caption(header, "image", &args.prompts);
+    for path in write_images(&args.out, images, &caption).map_err(|e| e.to_string())? {
         println!("{}", path.display());
     }
     Ok(())

@@ -14,6 +14,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use rocm::trainer::images::caption_height;
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -249,7 +251,13 @@ fn sample_and_eval_see_what_training_changed() {
     for step in [1, 2] {
         let grid = out.join(format!("samples/step-{step:06}.png"));
         let (w, h, _) = read_png(&grid);
-        assert_eq!((w, h), (48, 32), "{}", grid.display());
+        // under the images, a caption strip: the step and seeds, then one line per prompt
+        assert_eq!(
+            (w, h),
+            (48, 32 + caption_height(3) as u32),
+            "{}",
+            grid.display()
+        );
     }
     let checkpoint = out.join("checkpoints/step-000002");
 
@@ -287,7 +295,10 @@ fn sample_and_eval_see_what_training_changed() {
             (w, h)
         })
         .collect();
-    assert_eq!(sizes, [(16, 16), (16, 16), (32, 16)]);
+    assert_eq!(
+        sizes,
+        [(16, 16), (16, 16), (32, 16 + caption_height(3) as u32)]
+    );
     let tuned = sample(&dir.join("tuned"), Some(&checkpoint));
     let pixels = |p: &PathBuf| read_png(p).2;
     for (a, b) in plain.iter().zip(&tuned) {

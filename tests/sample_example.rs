@@ -12,6 +12,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use rocm::trainer::images::caption_height;
 use safetensors::{Dtype, SafeTensors};
 
 const TOLERANCE: f32 = 1e-3;
@@ -117,7 +118,11 @@ fn reproduces_diffusers_on_an_unseen_pipeline() {
         }
     }
     let (w, h, grid) = read_png(&out.join("grid.png"));
-    assert_eq!((w, h), (64, 32));
+    assert_eq!(
+        (w, h),
+        (64, 32 + caption_height(3) as u32),
+        "two images and a 3-line caption"
+    );
     let (_, _, first) = read_png(&out.join("image-0.png"));
     assert_eq!(
         &grid[..32 * 3],

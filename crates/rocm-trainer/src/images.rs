@@ -2,7 +2,9 @@
 //! example, and the trainer's evaluation grids under `<output_dir>/samples/`).
 //!
 //! Pixels are quantised as diffusers' `numpy_to_pil`: `(x·255).round()` of `x` clamped to
-//! `[0, 1]`, 8-bit RGB.
+//! `[0, 1]`, 8-bit RGB. Grids written for people carry a caption strip under the images
+//! ([`RgbImage::with_caption`]: prompts, seeds, step); single images stay bare, as diffusers
+//! writes them.
 //!
 //! ```
 //! use burn::prelude::*;
@@ -13,7 +15,8 @@
 //! let path = std::env::temp_dir().join(format!("rocm-grid-doc-{}.png", std::process::id()));
 //! let grid = RgbImage::grid(&RgbImage::from_tensor(images), 3);
 //! assert_eq!((grid.width, grid.height), (48, 32)); // 3 columns, 2 rows
-//! write_grid(&path, Tensor::<4>::zeros([6, 3, 16, 16], &device), 3)?;
+//! let caption = ["step 10: rows = prompts, columns = seeds 0, 1, 2".to_string()];
+//! write_grid(&path, Tensor::<4>::zeros([6, 3, 16, 16], &device), 3, &caption)?;
 //! # std::fs::remove_file(&path).ok();
 //! # Ok::<(), rocm_trainer::Error>(())
 //! ```
@@ -107,6 +110,26 @@ impl RgbImage {
         (n as f64).sqrt().ceil().max(1.0) as usize
     }
 
+    /// The image with a white strip under it holding `lines` of black text (one line per entry,
+    /// cut with "…" where wider than the image); the image itself when `lines` is empty.
+    pub fn with_caption(&self, lines: &[String]) -> std::io::Result<Self> {
+        if lines.is_empty() {
+            return Ok(self.clone());
+        }
+        let strip = u32::try_from(caption_height(lines.len())).map_err(std::io::Error::other)?;
+        let width = u32::try_from(self.width).map_err(std::io::Error::other)?;
+        let height = u32::try_from(self.height).map_err(std::io::Error::other)?;
+        let mut rgb = self.rgb.clone();
+        rgb.resize(self.rgb.len() + (width * strip * 3) as usize, 255);
+        let size = CAPTION_TEXT_PX as u32;
+        crate::plot::draw_lines(&mut rgb, (width, height + strip), height, lines, size)?;
+        Ok(Self {
+            width: self.width,
+            height: self.height + strip as usize,
+            rgb,
+        })
+    }
+
     /// Writes the image as an 8-bit RGB PNG.
     pub fn save(&self, path: &Path) -> Result<(), Error> {
         let file = File::create(path).map_err(io(path))?;
@@ -146,6 +169,18 @@ impl RgbImage {
     }
 }
 
+/// The text height of caption lines, in pixels.
+const CAPTION_TEXT_PX: usize = 15;
+
+/// The height in pixels of the caption strip [`RgbImage::with_caption`] adds for `lines` lines
+/// (0 without lines).
+pub fn caption_height(lines: usize) -> usize {
+    if lines == 0 {
+        return 0;
+    }
+    CAPTION_TEXT_PX * 5 / 4 * lines + CAPTION_TEXT_PX
+}
+
 /// `[3, H, W]` planar values in `[0, 1]` → interleaved RGB bytes, `(x·255).round()` as diffusers'
 /// `numpy_to_pil`.
 pub fn to_rgb8(chw: &[f32]) -> Vec<u8> {
@@ -158,11 +193,16 @@ pub fn to_rgb8(chw: &[f32]) -> Vec<u8> {
 }
 
 /// Writes `dir/image-<i>.png` for each image and `dir/grid.png` (a near-square grid of all of
-/// them), creating `dir`. Returns the paths written, the grid last.
+/// them, with `caption` under it, see [`RgbImage::with_caption`]), creating `dir`. Returns the
+/// paths written, the grid last.
 ///
 /// # Shapes
 /// - `images`: `[B, 3, H, W]` in `[0, 1]`
-pub fn write_images(dir: &Path, images: Tensor<4>) -> Result<Vec<PathBuf>, Error> {
+pub fn write_images(
+    dir: &Path,
+    images: Tensor<4>,
+    caption: &[String],
+) -> Result<Vec<PathBuf>, Error> {
     check_rgb(dir, &images)?;
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let images = RgbImage::from_tensor(images);
@@ -173,9 +213,22 @@ pub fn write_images(dir: &Path, images: Tensor<4>) -> Result<Vec<PathBuf>, Error
         written.push(path);
     }
     let path = dir.join("grid.png");
-    RgbImage::grid(&images, RgbImage::square_columns(images.len())).save(&path)?;
+    RgbImage::grid(&images, RgbImage::square_columns(images.len()))
+        .with_caption(caption)
+        .map_err(io(&path))?
+        .save(&path)?;
     written.push(path);
     Ok(written)
+}
+
+/// The caption of a grid: `header`, then one line `<label> <i>: <item>` per item (1-based), e.g.
+/// `row 2: a photo of a cat` for a grid whose rows are prompts.
+pub fn numbered_caption<S: AsRef<str>>(header: String, label: &str, items: &[S]) -> Vec<String> {
+    let lines = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| format!("{label} {}: {}", i + 1, item.as_ref()));
+    std::iter::once(header).chain(lines).collect()
 }
 
 /// [`Error::ImageShape`] unless `images` is `[B, 3, H, W]` (what [`RgbImage::from_tensor`] takes).
@@ -190,17 +243,25 @@ fn check_rgb(path: &Path, images: &Tensor<4>) -> Result<(), Error> {
     })
 }
 
-/// Writes a grid of `cols` columns (row-major, see [`RgbImage::grid`]) to the PNG `path`,
-/// creating its folder.
+/// Writes a grid of `cols` columns (row-major, see [`RgbImage::grid`]) with `caption` under it
+/// ([`RgbImage::with_caption`]) to the PNG `path`, creating its folder.
 ///
 /// # Shapes
-/// - `images`: `[B, 3, H, W]` in `[0, 1]`; the grid is `[⌈B/cols⌉·H, cols·W]`
-pub fn write_grid(path: &Path, images: Tensor<4>, cols: usize) -> Result<(), Error> {
+/// - `images`: `[B, 3, H, W]` in `[0, 1]`; the grid is `[⌈B/cols⌉·H, cols·W]` plus the strip
+pub fn write_grid(
+    path: &Path,
+    images: Tensor<4>,
+    cols: usize,
+    caption: &[String],
+) -> Result<(), Error> {
     check_rgb(path, &images)?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
     }
-    RgbImage::grid(&RgbImage::from_tensor(images), cols).save(path)
+    RgbImage::grid(&RgbImage::from_tensor(images), cols)
+        .with_caption(caption)
+        .map_err(io(path))?
+        .save(path)
 }
 
 #[cfg(test)]
@@ -242,7 +303,7 @@ mod tests {
     fn write_images_writes_each_image_and_a_grid() {
         let device = Device::flex();
         let dir = std::env::temp_dir().join(format!("rocm-images-{}", std::process::id()));
-        let written = write_images(&dir, Tensor::<4>::ones([2, 3, 4, 5], &device)).unwrap();
+        let written = write_images(&dir, Tensor::<4>::ones([2, 3, 4, 5], &device), &[]).unwrap();
         let names: Vec<_> = written
             .iter()
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
@@ -257,10 +318,51 @@ mod tests {
     }
 
     #[test]
+    fn numbered_captions_count_from_one() {
+        let lines = numbered_caption("step 3".into(), "row", &["a cat", "a dog"]);
+        assert_eq!(lines, ["step 3", "row 1: a cat", "row 2: a dog"]);
+    }
+
+    #[test]
+    fn a_caption_strip_holds_dark_text_under_the_images() {
+        let images = vec![
+            RgbImage {
+                width: 160,
+                height: 40,
+                rgb: vec![255; 160 * 40 * 3],
+            };
+            2
+        ];
+        let grid = RgbImage::grid(&images, 2);
+        assert_eq!(grid.with_caption(&[]).unwrap(), grid);
+        let lines = [
+            "step 7: rows = prompts, columns = seeds 0, 1".to_string(),
+            "1: a cat".into(),
+        ];
+        let captioned = grid.with_caption(&lines).unwrap();
+        assert_eq!(captioned.width, 320);
+        assert_eq!(captioned.height, 40 + caption_height(2));
+        assert_eq!(
+            captioned.rgb[..grid.rgb.len()],
+            grid.rgb[..],
+            "the images are unchanged"
+        );
+        let dark = |rows: std::ops::Range<usize>| {
+            captioned.rgb[rows.start * 320 * 3..rows.end * 320 * 3]
+                .chunks_exact(3)
+                .filter(|p| p.iter().all(|&v| v < 100))
+                .count()
+        };
+        let mid = 40 + (captioned.height - 40) / 2;
+        assert!(dark(40..mid) > 40, "no first line");
+        assert!(dark(mid..captioned.height) > 10, "no second line");
+    }
+
+    #[test]
     fn images_without_three_channels_are_an_error_naming_the_file() {
         let device = Device::flex();
         let path = std::env::temp_dir().join("rocm-images-never-written.png");
-        let err = write_grid(&path, Tensor::<4>::ones([2, 1, 4, 4], &device), 2).unwrap_err();
+        let err = write_grid(&path, Tensor::<4>::ones([2, 1, 4, 4], &device), 2, &[]).unwrap_err();
         assert!(
             err.to_string().contains("rocm-images-never-written.png"),
             "{err}"

@@ -7,7 +7,7 @@ use rocm::lora::load_adapters_with;
 use rocm::models::LcmPipeline;
 use rocm::models::pipeline::NoiseSource;
 use rocm::tensor_files::{read_noise, write_image_tensor};
-use rocm::trainer::images::write_images;
+use rocm::trainer::images::{numbered_caption, write_images};
 
 use crate::Failure;
 use crate::export::load_options;
@@ -40,8 +40,8 @@ pub struct SampleArgs {
     pub device: String,
 }
 
-/// Runs `rocm sample`: writes `OUT/image-<i>.png`, `OUT/grid.png` (and the `--out-tensor`
-/// file) and prints their paths.
+/// Runs `rocm sample`: writes `OUT/image-<i>.png`, a captioned `OUT/grid.png` (and the
+/// `--out-tensor` file) and prints their paths.
 pub fn sample(args: &SampleArgs) -> Result<(), Failure> {
     if args.steps == 0 {
         return Err("--steps must be at least 1".into());
@@ -83,7 +83,23 @@ pub fn sample(args: &SampleArgs) -> Result<(), Failure> {
         write_image_tensor(path, images.clone()).map_err(|e| format!("--out-tensor: {e}"))?;
         println!("{}", path.display());
     }
-    for path in write_images(&args.out, images)? {
+    let noise = match &args.noise {
+        Some(path) => format!("noise {}", path.display()),
+        None => format!("seed {}", args.seed),
+    };
+    let lora = args
+        .lora
+        .as_ref()
+        .map(|l| format!(", LoRA {}", l.display()));
+    let header = format!(
+        "{}: {noise}, {} steps, guidance {}{}",
+        args.model,
+        args.steps,
+        args.guidance,
+        lora.unwrap_or_default()
+    );
+    let caption = numbered_caption(header, "image", &args.prompts);
+    for path in write_images(&args.out, images, &caption)? {
         println!("{}", path.display());
     }
     Ok(())

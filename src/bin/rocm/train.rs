@@ -122,6 +122,24 @@ fn previous_metrics(out: &Path, step: usize) -> Vec<IterationMetrics> {
     metrics
 }
 
+/// The run's name in the plots' legends: the output folder's name, the algorithm, the reward
+/// and the divergence with its β.
+fn run_label<const D: usize, M: TrainableModel<D>>(trainer: &RocmTrainer<D, M>) -> String {
+    let c = trainer.config();
+    let folder = c
+        .output_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned());
+    format!(
+        "{} ({}, {}, {} β = {})",
+        folder.unwrap_or_else(|| "run".into()),
+        c.algorithm.name(),
+        trainer.reward_name(),
+        trainer.divergence_name(),
+        c.beta
+    )
+}
+
 /// Resumes if asked, trains with progress on stderr, and writes the PNG plots into the output
 /// directory at every checkpoint and at the end (also when the run fails).
 fn drive<const D: usize, M: TrainableModel<D> + LoraContainer>(
@@ -140,6 +158,7 @@ fn drive<const D: usize, M: TrainableModel<D> + LoraContainer>(
         }
     }
     let out = trainer.config().output_dir.clone();
+    let run = run_label(&trainer);
     let total = trainer.config().iterations;
     let every = trainer.config().checkpoint_every;
     let mut history = if resume {
@@ -160,13 +179,13 @@ fn drive<const D: usize, M: TrainableModel<D> + LoraContainer>(
         progress.update(m);
         history.push(m.clone());
         let checkpointed = (every > 0 && m.step.is_multiple_of(every)) || m.step == total;
-        if checkpointed && let Err(e) = plot::metrics_plots(&out, &history) {
+        if checkpointed && let Err(e) = plot::metrics_plots(&out, &run, &history) {
             plot_error.get_or_insert(e);
         }
     });
     progress.finish();
     if result.is_err() && !history.is_empty() {
-        plot::metrics_plots(&out, &history).ok();
+        plot::metrics_plots(&out, &run, &history).ok();
     }
     result?;
     if stop.load(Ordering::Relaxed) && trainer.step() < total {

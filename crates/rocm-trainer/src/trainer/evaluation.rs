@@ -44,7 +44,15 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
         writeln!(file, "{line}").map_err(crate::error::io(&path))?;
         if let Some(images) = images {
             let grid = Self::samples_path(out, self.step);
-            crate::images::write_grid(&grid, images, c.eval_seeds.len())?;
+            let seeds: Vec<String> = c.eval_seeds.iter().map(u64::to_string).collect();
+            let header = format!(
+                "step {}: rows = prompts, columns = seeds {}; {} reward, mean {mean:.4}",
+                self.step,
+                seeds.join(", "),
+                self.reward_name()
+            );
+            let caption = crate::images::numbered_caption(header, "row", &c.eval_prompts);
+            crate::images::write_grid(&grid, images, c.eval_seeds.len(), &caption)?;
         }
         log::info!("step {}: evaluation reward {mean:.4}", self.step);
         Ok(())
