@@ -207,3 +207,29 @@ fn bad_build_inputs_are_one_line_errors() {
     let s = one_line(&e);
     assert!(s.contains("model.safetensors"), "{s}");
 }
+
+/// The initial weights come from the stage's seed: a zero-step VAE stage gives the same model
+/// twice, and another seed another one (the build is reproducible from its seed).
+#[test]
+fn a_stage_initialises_from_its_seed() {
+    let device = Device::flex();
+    let config = vae::tiny_vae_config();
+    let weights = |seed: u64, name: &str| {
+        let opts = StageOptions {
+            seed,
+            ..options(0, 4, 3e-3)
+        };
+        let model = vae::train(&config, &opts, &scratch(name), &device, &mut |_| {}).unwrap();
+        model
+            .encoder
+            .conv_in
+            .weight
+            .val()
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap()
+    };
+    let a = weights(5, "seed-a");
+    assert_eq!(a, weights(5, "seed-b"));
+    assert_ne!(a, weights(6, "seed-c"));
+}

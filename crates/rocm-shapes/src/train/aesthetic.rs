@@ -97,6 +97,7 @@ pub fn train(
     on_step: OnStep<'_>,
 ) -> Result<AestheticTrain, Error> {
     let device = device.clone().autodiff();
+    options.seed_device(&device);
     let ckpt = work.join("checkpoint");
     let mut model = AestheticTrain::new(init, &device);
     let start = super::clip::resume(&mut model.clip, &ckpt)?;

@@ -199,6 +199,7 @@ pub fn train(
     on_step: OnStep<'_>,
 ) -> Result<CLIPModel, Error> {
     let device = device.clone().autodiff();
+    options.seed_device(&device);
     let mut clip = config.init(&device);
     let ckpt = work.join("checkpoint");
     let start = resume(&mut clip, &ckpt)?;

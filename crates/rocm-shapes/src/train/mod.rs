@@ -69,6 +69,12 @@ impl StageOptions {
             && (done.is_multiple_of(self.checkpoint_every) || done == self.steps)
     }
 
+    /// Seeds `device`'s generator with [`StageOptions::seed`], so that a stage's initial weights
+    /// (drawn by Burn from the backend's generator) are the same on every run.
+    pub fn seed_device(&self, device: &Device) {
+        device.seed(self.seed);
+    }
+
     /// The RNG of step `k`'s batch.
     pub fn rng(&self, k: usize) -> ChaCha8Rng {
         ChaCha8Rng::seed_from_u64(self.seed.wrapping_mul(0x9E37_79B9).wrapping_add(k as u64))

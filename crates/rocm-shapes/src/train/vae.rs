@@ -73,6 +73,7 @@ pub fn train(
 ) -> Result<AutoencoderKL, Error> {
     let ckpt = work.join("checkpoint");
     let device = device.clone().autodiff();
+    options.seed_device(&device);
     let mut model = config.init(&device);
     let start = match super::checkpoint_step(&ckpt)? {
         Some(step) => {
