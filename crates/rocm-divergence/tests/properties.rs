@@ -123,7 +123,10 @@ proptest! {
             let mean = per_sample.iter().sum::<f64>() / samples as f64;
             let var = per_sample.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (samples - 1) as f64;
             let se = (var / samples as f64).sqrt();
-            prop_assert!((mean - want).abs() <= 4.0 * se + 1e-6, "{}: mc {mean} quad {want} se {se}", quad.name());
+            // 5 standard errors: the sample se of these skewed one-sample estimates runs low; at 4
+            // a CI-like run failed on d 0.69, s_q 1.70, seed 138 (4.2 se). A biased estimator is
+            // still far outside.
+            prop_assert!((mean - want).abs() <= 5.0 * se + 1e-6, "{}: mc {mean} quad {want} se {se}", quad.name());
         }
     }
 }
