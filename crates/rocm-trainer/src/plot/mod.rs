@@ -36,13 +36,17 @@ use crate::IterationMetrics;
 use crate::images::RgbImage;
 
 /// Series colours, in run order, with the names the accompanying text may use.
-pub const COLOURS: [([u8; 3], &str); 6] = [
+/// Eight distinct colours (ColorBrewer Set1 with grey), so the seven methods of
+/// `baselines_toy` never share one.
+pub const COLOURS: [([u8; 3], &str); 8] = [
     ([228, 26, 28], "red"),
     ([55, 126, 184], "blue"),
     ([77, 175, 74], "green"),
     ([152, 78, 163], "purple"),
     ([255, 127, 0], "orange"),
     ([90, 90, 90], "grey"),
+    ([166, 86, 40], "brown"),
+    ([247, 129, 191], "pink"),
 ];
 
 /// Chart size in pixels.
