@@ -15,7 +15,7 @@
 //! | settings (typed, TOML, unknown fields rejected) | [`TrainConfig`] |
 //! | assembling a trainer from its parts | [`TrainerBuilder`] |
 //! | the loss of one rollout | [`RocmObjective`] |
-//! | the baselines RLCM, DPOK, D3PO (and truncated ROCM) | [`algorithm`] |
+//! | the baselines RLCM, DDPO, DPOK, D3PO (and truncated ROCM) and their samplers | [`algorithm`] |
 //! | global-norm gradient clipping | [`grads`] |
 //! | learning-rate schedules | [`LrSchedule`] |
 //! | metrics, JSONL + CSV | [`IterationMetrics`], [`MetricsWriter`] |
