@@ -336,6 +336,18 @@ fn ddim_runs_train_every_step_and_need_their_schedule() {
     half.ddim.eta = 0.5;
     assert_ne!(lcm, ddim);
     assert_ne!(ddim, eval(half));
+    // DPOK on DDIM reports the KL to the base at all K steps (the last one is stochastic too).
+    let mut t = trainer(
+        &base,
+        config_with(AlgorithmKind::Dpok, SamplerKind::Ddim, "kl-k"),
+    );
+    let m = t.train_iteration().unwrap();
+    assert_eq!(m.divergence_per_step.len(), 4);
+    assert!(
+        m.divergence_per_step
+            .iter()
+            .all(|d| d.is_finite() && *d >= 0.0)
+    );
     // A DDPO iteration samples B × samples_per_prompt images and its loss is finite.
     let mut t = trainer(&base, config(AlgorithmKind::Ddpo, "k-steps"));
     let g = t.iteration_gradients().unwrap();

@@ -285,7 +285,12 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
             .map(|r| (f64::from(*r) - reward_mean).powi(2))
             .sum::<f64>()
             / n;
-        let steps_with_policy = self.config.num_steps.saturating_sub(1);
+        // At η > 0 every DDIM step is a policy (the last one when `set_alpha_to_one = false`, as
+        // SD's; otherwise its entry stays 0); the LCM sampler's last step is deterministic.
+        let steps_with_policy = match self.sampler {
+            RolloutSampler::Ddim(_) => self.config.num_steps,
+            RolloutSampler::Lcm(_) => self.config.num_steps.saturating_sub(1),
+        };
         let divergence_per_step = if self.config.algorithm.is_ppo() {
             Vec::new()
         } else {
