@@ -249,14 +249,29 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
     /// The noise of a batch: sample `i` is `SamplerNoise::from_seed(latent_shape, n, seeds[i])`
     /// with `n = K` draws for the LCM sampler and `K + 1` for DDIM.
     pub fn batch_noise(&self, seeds: &[u64]) -> SamplerNoise<D> {
-        let k = self.noise_draws();
-        let parts: Vec<_> = seeds
+        let pairs: Vec<(u64, u64)> = seeds.iter().map(|&s| (s, s)).collect();
+        self.paired_noise(&pairs)
+    }
+
+    /// The noise of a batch whose sample `i` takes its initial latent from the stream of
+    /// `seeds[i].0` and its re-noising draws from that of `seeds[i].1` (D3PO's pairs share the
+    /// first); equal seeds give [`RocmTrainer::batch_noise`]'s sample.
+    fn paired_noise(&self, seeds: &[(u64, u64)]) -> SamplerNoise<D> {
+        let n = self.noise_draws();
+        let draw = |seed| SamplerNoise::from_seed(self.latent_shape, n, seed, &self.device);
+        let parts: Vec<SamplerNoise<D>> = seeds
             .iter()
-            .map(|&s| SamplerNoise::from_seed(self.latent_shape, k, s, &self.device))
+            .map(|&(initial, steps)| {
+                let a = draw(initial);
+                if initial == steps {
+                    return a;
+                }
+                SamplerNoise::new(a.initial, draw(steps).steps)
+            })
             .collect();
-        let initial = Tensor::cat(parts.iter().map(|n| n.initial.clone()).collect(), 0);
-        let steps = (0..k.saturating_sub(1))
-            .map(|j| Tensor::cat(parts.iter().map(|n| n.steps[j].clone()).collect(), 0))
+        let initial = Tensor::cat(parts.iter().map(|p| p.initial.clone()).collect(), 0);
+        let steps = (0..n.saturating_sub(1))
+            .map(|j| Tensor::cat(parts.iter().map(|p| p.steps[j].clone()).collect(), 0))
             .collect();
         SamplerNoise::new(initial, steps)
     }

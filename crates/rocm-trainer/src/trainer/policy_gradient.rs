@@ -67,28 +67,6 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
         }
     }
 
-    /// The noise of one micro-batch's samples: per sample its own seed, except D3PO's pairs,
-    /// which share the initial latent (`pair_seed`) and draw their own re-noising.
-    fn rollout_noise(&self, seeds: &[(u64, u64)]) -> SamplerNoise<D> {
-        let k = self.noise_draws();
-        let parts: Vec<SamplerNoise<D>> = seeds
-            .iter()
-            .map(|&(initial, steps)| {
-                let a = SamplerNoise::from_seed(self.latent_shape, k, initial, &self.device);
-                if initial == steps {
-                    return a;
-                }
-                let b = SamplerNoise::from_seed(self.latent_shape, k, steps, &self.device);
-                SamplerNoise::new(a.initial, b.steps)
-            })
-            .collect();
-        let initial = Tensor::cat(parts.iter().map(|n| n.initial.clone()).collect(), 0);
-        let steps = (0..k.saturating_sub(1))
-            .map(|j| Tensor::cat(parts.iter().map(|n| n.steps[j].clone()).collect(), 0))
-            .collect();
-        SamplerNoise::new(initial, steps)
-    }
-
     /// Samples one micro-batch without gradient and records its trained transitions.
     fn rollout(
         &self,
@@ -97,7 +75,7 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
         seeds: &[(u64, u64)],
     ) -> Result<Rollout<D>, Error> {
         let conditioning = self.encoder.encode(&prompts);
-        let noise = self.rollout_noise(seeds);
+        let noise = self.paired_noise(seeds);
         let sampled = match self.policy_options(prompts.len()) {
             PolicyOptions::Lcm(s, o) => s.sample_no_grad(&self.model, &conditioning, noise, &o),
             PolicyOptions::Ddim(s, o) => s.sample_no_grad(&self.model, &conditioning, noise, &o),
