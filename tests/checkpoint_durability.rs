@@ -1,7 +1,8 @@
 //! Checkpoints are durable, not only atomic (docs/reliability.md): `rocm train` is traced with
 //! `strace -f`, and before the rename that publishes `step-000001` every file in
 //! `.step-000001.tmp` and the directory itself were fsynced, the `checkpoints` directory was
-//! fsynced after it and before `latest` was replaced, and `latest` was fsynced before its rename and its directory after.
+//! fsynced after it and before `latest` was replaced, and `latest` was fsynced before its rename and its directory after;
+//! `rocm export`'s files likewise (temporary sibling fsynced, renamed, folder fsynced).
 //! (A kill -9 cannot show a missing fsync, a power loss can; the trace shows it.)
 //! Skipped, saying so, where `strace` is not installed.
 
@@ -159,6 +160,69 @@ fn checkpoint_files_and_directories_are_fsynced_around_the_publishing_rename() {
         events[latest..].contains(&Event::Synced(c(&checkpoints))),
         "checkpoints/ not fsynced after latest's rename"
     );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `rocm export` publishes each file the same way: written to a temporary sibling, fsynced,
+/// renamed over the name, the folder fsynced after (an interrupted export leaves the previous
+/// file or none).
+#[test]
+fn exported_files_are_fsynced_before_their_rename_and_the_folder_after() {
+    if Command::new("strace").arg("-V").output().is_err() {
+        eprintln!("skipped: strace is not installed");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("rocm-durability-export-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    let out = dir.join("out");
+    let log = dir.join("strace.log");
+    std::fs::create_dir_all(&dir).unwrap();
+    let status = Command::new("strace")
+        .args([
+            "-f",
+            "-qq",
+            "-e",
+            "trace=openat,fsync,fdatasync,rename,renameat,renameat2",
+            "-o",
+        ])
+        .arg(&log)
+        .arg(env!("CARGO_BIN_EXE_rocm"))
+        .arg("export")
+        .arg("--model")
+        .arg(root().join("crates/rocm-models/tests/fixtures/pipeline-a"))
+        .arg("--lora")
+        .arg(root().join("tests/fixtures/lora/trained"))
+        .args(["--format", "peft", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let events = events(&std::fs::read_to_string(&log).unwrap());
+    let c = |p: &Path| p.display().to_string();
+    for file in ["adapter_model.safetensors", "adapter_config.json"] {
+        let target = c(&out.join(file));
+        let publish = position(
+            &events,
+            |e| matches!(e, Event::Renamed { to, .. } if *to == target),
+        )
+        .unwrap_or_else(|| panic!("{file} was not renamed into place"));
+        let Event::Renamed { from, .. } = &events[publish] else {
+            unreachable!()
+        };
+        assert!(from.contains(".tmp-"), "{file} renamed from {from}");
+        assert!(
+            events[..publish].contains(&Event::Synced(from.clone())),
+            "{from} not fsynced before its rename"
+        );
+        assert!(
+            events[publish..].contains(&Event::Synced(c(&out))),
+            "the folder not fsynced after {file}'s rename"
+        );
+    }
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -66,6 +66,64 @@ fn sample_refuses_non_finite_guidance_and_bad_steps() {
     assert!(pngs >= 1);
 }
 
+/// Copies the folder `from` to `to`, recursively.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// The reported bug, through the binary: a pipeline whose UNet declares an absurd
+/// `sample_size` aborted `rocm sample` with a capacity-overflow panic.
+#[test]
+fn sample_refuses_an_absurd_unet_sample_size_naming_the_file_and_field() {
+    let dir = scratch("sample-size");
+    let pipeline = dir.join("pipeline");
+    copy_dir(
+        &root().join("crates/rocm-models/tests/fixtures/pipeline-a"),
+        &pipeline,
+    );
+    let config = pipeline.join("unet/config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    for size in [
+        serde_json::Value::from(1u64 << 40),
+        serde_json::Value::from(u64::MAX),
+    ] {
+        json["sample_size"] = size.clone();
+        std::fs::write(&config, json.to_string()).unwrap();
+        let out = dir.join("out");
+        let output = Command::new(env!("CARGO_BIN_EXE_rocm"))
+            .arg("sample")
+            .arg("--model")
+            .arg(&pipeline)
+            .args(["--prompt", "a cat", "--out"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "sample_size {size}: {stderr}"
+        );
+        let last = stderr.lines().last().unwrap_or("");
+        assert!(
+            last.contains("unet/config.json") && last.contains("sample_size"),
+            "sample_size {size}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn train_config_refuses_out_of_range_numbers_naming_the_key() {
     let dir = scratch("train");

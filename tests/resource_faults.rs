@@ -4,6 +4,13 @@
 //! the published checkpoints intact and resumable; SIGTERM (as SIGINT) stops after the
 //! iteration in progress with a final checkpoint, exit code 130, and `--resume` finishes the
 //! run to the same bits as an uninterrupted one. Skipped, saying so, without `prlimit`.
+//!
+//! A read-only output folder (`chmod a-w`) during training and export: one error naming the
+//! path, exit code 2, the published checkpoints (or the previous export) intact. Root ignores
+//! permission bits, so as root (CI) `rocm` runs under `setpriv` without `CAP_DAC_OVERRIDE` and
+//! `CAP_DAC_READ_SEARCH`: the bits then apply to it as to any user (skipped, saying so, without
+//! `setpriv`). Every export failure also leaves the previous file byte for byte: exports are
+//! written to a temporary sibling and renamed into place.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
@@ -139,6 +146,16 @@ fn full_disk_during_export_is_one_error_naming_the_file() {
         "--out".as_ref(),
         out.as_os_str(),
     ];
+    // A previous export, which the failed one must leave as it was.
+    let first = rocm().args(args).output().unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let weights = out.join("diffusion_pytorch_model.safetensors");
+    let before = std::fs::read(&weights).unwrap();
+    assert!(before.len() > 20_000);
     let Some(output) = rocm_with_file_limit(20_000, &args) else {
         return;
     };
@@ -148,6 +165,180 @@ fn full_disk_during_export_is_one_error_naming_the_file() {
     assert!(last.starts_with("error: "), "{stderr}");
     assert!(last.contains(&out.display().to_string()), "{stderr}");
     assert!(last.contains("File too large"), "{stderr}");
+    assert!(
+        std::fs::read(&weights).unwrap() == before,
+        "the failed export changed {}",
+        weights.display()
+    );
+    assert_eq!(
+        names(&out),
+        ["config.json", "diffusion_pytorch_model.safetensors"]
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The names in `dir`, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// `rocm ARGS` as a process that permission bits apply to: as root, under `setpriv` without
+/// the capabilities that override them; `None` (the test skips) when that is not possible.
+fn rocm_bound_by_permissions(args: &[&std::ffi::OsStr]) -> Option<Output> {
+    let uid = Command::new("id").arg("-u").output().ok()?;
+    let mut cmd = if String::from_utf8_lossy(&uid.stdout).trim() == "0" {
+        if Command::new("setpriv").arg("--version").output().is_err() {
+            eprintln!("skipped: running as root and setpriv (util-linux) is not installed");
+            return None;
+        }
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--bounding-set=-dac_override,-dac_read_search", "--"])
+            .arg(env!("CARGO_BIN_EXE_rocm"));
+        cmd
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_rocm"))
+    };
+    Some(
+        cmd.args(args)
+            .env("RAYON_NUM_THREADS", "1")
+            .output()
+            .unwrap(),
+    )
+}
+
+/// Sets `path`'s permission bits (folders, non-recursively).
+#[cfg(unix)]
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn read_only_output_folder_during_training_is_one_error_and_the_checkpoints_survive() {
+    let dir = scratch("read-only-train");
+    let run = dir.join("run");
+    let checkpoints = run.join("checkpoints");
+    // Six iterations with checkpoints at 2, 4 and 6, then the run goes on to twelve.
+    let config = toy_config(&dir, 6);
+    assert!(
+        rocm()
+            .args(["train", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let config = toy_config(&dir, 12);
+    let resume = [
+        "train".as_ref(),
+        "--resume".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+    ];
+
+    // checkpoints/ read-only: iterations 7 and 8 train, the checkpoint of 8 cannot be created.
+    chmod(&checkpoints, 0o555);
+    let Some(output) = rocm_bound_by_permissions(&resume) else {
+        chmod(&checkpoints, 0o755);
+        return;
+    };
+    chmod(&checkpoints, 0o755);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let last = stderr.lines().last().unwrap_or("");
+    assert!(last.starts_with("error: "), "{stderr}");
+    assert!(
+        last.contains(&checkpoints.display().to_string()),
+        "{stderr}"
+    );
+    assert!(last.contains("Permission denied"), "{stderr}");
+    assert_eq!(
+        published_checkpoints_sound(&checkpoints),
+        Some(6),
+        "{stderr}"
+    );
+
+    // The whole output folder read-only: refused before training, naming the file.
+    let files = ["metrics.jsonl", "metrics.csv"].map(|f| run.join(f));
+    files.iter().for_each(|f| chmod(f, 0o444));
+    chmod(&run, 0o555);
+    chmod(&checkpoints, 0o555);
+    let output = rocm_bound_by_permissions(&resume).unwrap();
+    chmod(&checkpoints, 0o755);
+    chmod(&run, 0o755);
+    files.iter().for_each(|f| chmod(f, 0o644));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let last = stderr.lines().last().unwrap_or("");
+    assert!(last.contains(&run.display().to_string()), "{stderr}");
+    assert!(last.contains("Permission denied"), "{stderr}");
+    assert_eq!(
+        published_checkpoints_sound(&checkpoints),
+        Some(6),
+        "{stderr}"
+    );
+
+    // Writable again: --resume finishes the run.
+    let resumed = rocm().args(resume).output().unwrap();
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{stderr}");
+    assert_eq!(
+        published_checkpoints_sound(&checkpoints),
+        Some(12),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[cfg(unix)]
+#[test]
+fn read_only_output_folder_during_export_is_one_error_and_the_previous_file_survives() {
+    let dir = scratch("read-only-export");
+    let out = dir.join("out");
+    let file = out.join("lora.safetensors");
+    let pipeline = root().join("crates/rocm-models/tests/fixtures/pipeline-a");
+    let lora = root().join("tests/fixtures/lora/trained");
+    let args = [
+        "export".as_ref(),
+        "--model".as_ref(),
+        pipeline.as_os_str(),
+        "--lora".as_ref(),
+        lora.as_os_str(),
+        "--format".as_ref(),
+        "kohya".as_ref(),
+        "--out".as_ref(),
+        file.as_os_str(),
+    ];
+    let first = rocm().args(args).output().unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let before = std::fs::read(&file).unwrap();
+    chmod(&file, 0o444);
+    chmod(&out, 0o555);
+    let output = rocm_bound_by_permissions(&args);
+    chmod(&out, 0o755);
+    chmod(&file, 0o644);
+    let Some(output) = output else {
+        return;
+    };
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let last = stderr.lines().last().unwrap_or("");
+    assert!(last.starts_with("error: "), "{stderr}");
+    assert!(last.contains(&file.display().to_string()), "{stderr}");
+    assert!(last.contains("Permission denied"), "{stderr}");
+    assert!(std::fs::read(&file).unwrap() == before);
+    assert_eq!(names(&out), ["lora.safetensors"]);
     std::fs::remove_dir_all(&dir).ok();
 }
 

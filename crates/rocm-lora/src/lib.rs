@@ -17,7 +17,9 @@
 //! - [`with_adapters_disabled`]: the frozen base through `&self`, no weight copy.
 //! - [`save_adapters`] / [`save_diffusers`] / [`save_peft`] / [`save_kohya`] /
 //!   [`load_adapters`]: files in PEFT's, diffusers' and kohya's (A1111, ComfyUI) layouts;
-//!   [`save_merged_weights`]: a base weight file with the adapters fused in.
+//!   [`save_merged_weights`]: a base weight file with the adapters fused in. Every file is
+//!   written atomically and durably ([`write_atomically`]: a temporary sibling, fsynced, renamed
+//!   over the name): an interrupted save leaves the previous file or none, never half of one.
 //!
 //! # Design notes
 //! - **Why own layers, not Burn's `apply_lora`:** Burn's built-in LoRA adapts rank-2 weights only
@@ -87,6 +89,7 @@ mod load;
 mod merged;
 mod paths;
 mod plumbing;
+mod publish;
 mod save;
 mod st;
 mod switch;
@@ -108,6 +111,7 @@ pub use load::{
 };
 pub use merged::save_merged_weights;
 pub use paths::{ADAPTER_PARAM_REGEX, is_adapter_param_path};
+pub use publish::write_atomically;
 pub use save::{
     DIFFUSERS_WEIGHTS, METADATA_KEY, PEFT_CONFIG, PEFT_WEIGHTS, save_adapters, save_diffusers,
     save_peft,

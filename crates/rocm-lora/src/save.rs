@@ -160,10 +160,7 @@ pub fn save_peft<M: LoraContainer>(model: &M, dir: impl AsRef<Path>) -> Result<P
     let config_path = dir.join(PEFT_CONFIG);
     let text = serde_json::to_string_pretty(&config)
         .map_err(|e| json_err(&config_path, PEFT_CONFIG, e))?;
-    std::fs::write(&config_path, text).map_err(|source| Error::Io {
-        path: config_path.clone(),
-        source,
-    })?;
+    crate::write_atomically(&config_path, text.as_bytes())?;
     Ok(weights)
 }
 

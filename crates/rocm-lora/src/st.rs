@@ -110,20 +110,28 @@ impl View for &F32View {
     }
 }
 
-/// Write tensors (sorted by key) with header metadata.
+/// Write tensors (sorted by key) with header metadata, atomically and durably
+/// ([`crate::publish`]): an interrupted write leaves the previous file or none.
 pub(crate) fn write_file(
     path: &Path,
     tensors: &BTreeMap<String, F32View>,
     metadata: HashMap<String, String>,
 ) -> Result<(), Error> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-            path: dir.to_path_buf(),
+    crate::publish::publish(path, |tmp| {
+        // safetensors writes through a temporary of its own, created 0600: keep the mode an
+        // ordinary new file gets (0666 less the umask).
+        let io = |source| Error::Io {
+            path: path.to_path_buf(),
             source,
-        })?;
-    }
-    safetensors::serialize_to_file(tensors.iter(), Some(metadata), path)
-        .map_err(|e| st_err(path, e))
+        };
+        let mode = std::fs::File::create(tmp)
+            .and_then(|f| f.metadata())
+            .map_err(io)?
+            .permissions();
+        safetensors::serialize_to_file(tensors.iter(), Some(metadata), tmp)
+            .map_err(|e| st_err(path, e))?;
+        std::fs::set_permissions(tmp, mode).map_err(io)
+    })
 }
 
 /// Which factor a key holds.

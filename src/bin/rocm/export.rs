@@ -132,7 +132,8 @@ fn weights_file(unet: &Path) -> Result<PathBuf, Failure> {
 }
 
 /// Runs `rocm export`: loads the UNet and the adapters (checking every key and shape), writes
-/// the requested format and prints the path of what it wrote on stdout.
+/// the requested format (each file atomically: an interrupted export leaves the previous file
+/// or none) and prints the path of what it wrote on stdout.
 pub fn export(args: &ExportArgs) -> Result<(), Failure> {
     check_lora(&args.lora)?;
     let unet_dir = unet_dir(&args.model)?;
@@ -155,8 +156,9 @@ pub fn export(args: &ExportArgs) -> Result<(), Failure> {
             std::fs::create_dir_all(out)
                 .map_err(|e| format!("cannot create {}: {e}", out.display()))?;
             let config = unet_dir.join("config.json");
-            std::fs::copy(&config, out.join("config.json"))
-                .map_err(|e| format!("cannot copy {}: {e}", config.display()))?;
+            let text = std::fs::read(&config)
+                .map_err(|e| format!("cannot read {}: {e}", config.display()))?;
+            rocm::lora::write_atomically(out.join("config.json"), &text)?;
             save_merged_weights(
                 &unet,
                 weights_file(&unet_dir)?,
