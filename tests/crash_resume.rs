@@ -1,13 +1,17 @@
-//! Crash safety of `rocm train` (docs/reliability.md): the toy run is killed with SIGKILL at
-//! seeded random instants, resumed with `--resume` each time, and must end with adapters and
-//! optimizer state bit-identical to an uninterrupted run (one thread), while no published
-//! checkpoint directory is ever incomplete or unreadable, whatever instant the kill hit
-//! (mid-iteration, mid-checkpoint-write: those leave only a `.step-*.tmp` that resume ignores).
+//! Crash safety of `rocm train` (docs/reliability.md): a run on the toy, and one on the tiny
+//! diffusers pipeline `pipeline-a`, is killed with SIGKILL at seeded random instants, resumed
+//! with `--resume` each time, and must end with adapters and optimizer state bit-identical to
+//! an uninterrupted run (one thread), while no published checkpoint directory is ever
+//! incomplete or unreadable, whatever instant the kill hit (mid-iteration, mid-checkpoint-write:
+//! those leave only a `.step-*.tmp` that resume ignores). `rocm export` killed at seeded
+//! instants never leaves a half-written file: the output is the previous export or none.
 //!
-//! CI kills 4 times; the `#[ignore]` soak 25 times (instants within the next three iterations).
+//! CI kills the toy 4 times and the pipeline 3 times; the `#[ignore]` soaks 25 times each
+//! (instants within the next three iterations).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
@@ -30,33 +34,78 @@ const CHECKPOINT_FILES: [&str; 4] = [
     "state.json",
 ];
 
-const ITERATIONS: usize = 60;
-
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The toy config, smaller, checkpointing every iteration (so kills often land in a write).
-fn write_config(dir: &Path) -> PathBuf {
-    let out = dir.join("run");
-    let text = std::fs::read_to_string(root().join("configs/toy.toml"))
-        .unwrap()
-        .replace("batch_size = 128", "batch_size = 32")
-        .replace("iterations = 40", &format!("iterations = {ITERATIONS}"))
-        .replace("checkpoint_every = 10", "checkpoint_every = 1")
-        .replace("eval_every = 10", "eval_every = 0")
-        .replace(
-            "output_dir = \"target/runs/toy\"",
-            &format!("output_dir = '{}'", out.display()),
-        );
-    let path = dir.join("toy.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+/// A run the harness kills: every iteration ends with a checkpoint write (so kills often land
+/// in one).
+#[derive(Clone, Copy)]
+enum Run {
+    /// The toy (configs/toy.toml, batch 32), 60 iterations.
+    Toy,
+    /// `pipeline-a` with the tiny CLIP as PickScore, 2 sampler steps, batch 1, 12 iterations.
+    Pipeline,
 }
 
-fn train(config: &Path, resume: bool) -> Child {
+impl Run {
+    fn iterations(self) -> usize {
+        match self {
+            Self::Toy => 60,
+            Self::Pipeline => 12,
+        }
+    }
+
+    /// Writes the run's config into `dir` (output under `dir/run`); returns its path.
+    fn write_config(self, dir: &Path) -> PathBuf {
+        let out = dir.join("run");
+        let iterations = self.iterations();
+        let text = match self {
+            Self::Toy => std::fs::read_to_string(root().join("configs/toy.toml"))
+                .unwrap()
+                .replace("batch_size = 128", "batch_size = 32")
+                .replace("iterations = 40", &format!("iterations = {iterations}"))
+                .replace("checkpoint_every = 10", "checkpoint_every = 1")
+                .replace("eval_every = 10", "eval_every = 0")
+                .replace(
+                    "output_dir = \"target/runs/toy\"",
+                    &format!("output_dir = '{}'", out.display()),
+                ),
+            Self::Pipeline => format!(
+                "model = '{}'\n[reward]\nkind = \"pickscore\"\n\
+                 [prompts]\nlist = [\"a cat\", \"a red cube\", \"two dogs\"]\n[train]\nnum_steps = 2\n\
+                 batch_size = 1\niterations = {iterations}\ncheckpoint_every = 1\n\
+                 eval_every = 0\noutput_dir = '{}'\n[train.lora]\nr = 4\nalpha = 8.0\n\
+                 target_modules = [\"to_q\", \"to_k\", \"to_v\", \"to_out.0\"]\n",
+                root()
+                    .join("crates/rocm-models/tests/fixtures/pipeline-a")
+                    .display(),
+                out.display()
+            ),
+        };
+        let path = dir.join("run.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// What `rocm train` needs besides `--config`.
+    fn extra_args(self) -> Vec<OsString> {
+        match self {
+            Self::Toy => Vec::new(),
+            Self::Pipeline => vec![
+                "--reward-model".into(),
+                root()
+                    .join("crates/rocm-rewards/tests/fixtures/tiny-clip")
+                    .into(),
+            ],
+        }
+    }
+}
+
+fn train(run: Run, config: &Path, resume: bool) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rocm"));
     cmd.args(["train", "--config"]).arg(config);
+    cmd.args(run.extra_args());
     if resume {
         cmd.arg("--resume");
     }
@@ -133,8 +182,8 @@ fn tensors(path: &Path) -> Vec<Tensor> {
     all
 }
 
-fn final_files(out: &Path) -> Vec<Vec<Tensor>> {
-    let dir = out.join(format!("checkpoints/step-{ITERATIONS:06}"));
+fn final_files(run: Run, out: &Path) -> Vec<Vec<Tensor>> {
+    let dir = out.join(format!("checkpoints/step-{:06}", run.iterations()));
     FINAL_FILES.iter().map(|f| tensors(&dir.join(f))).collect()
 }
 
@@ -153,12 +202,12 @@ fn wait_for_iteration(child: &mut Child, metrics: &Path, done: usize) {
 
 /// Kills seeded-random instants into the run until it finishes by itself; returns the kills
 /// that landed (the child was still running) and how many of them interrupted a checkpoint write.
-fn kill_and_resume(kills: usize, seed: u64) -> (usize, usize) {
-    // The uninterrupted reference, timed from its first iteration (after the toy's pre-training)
-    // to its end, to spread the kill instants over the training phase.
+fn kill_and_resume(run: Run, kills: usize, seed: u64) -> (usize, usize) {
+    // The uninterrupted reference, timed from its first iteration (after the toy's pre-training
+    // or the pipeline's loading) to its end, to spread the kill instants over the training phase.
     let dir = scratch(&format!("reference-{seed}"));
-    let config = write_config(&dir);
-    let mut child = train(&config, false);
+    let config = run.write_config(&dir);
+    let mut child = train(run, &config, false);
     let metrics = dir.join("run/metrics.jsonl");
     wait_for_iteration(&mut child, &metrics, 0);
     let start = Instant::now();
@@ -169,10 +218,10 @@ fn kill_and_resume(kills: usize, seed: u64) -> (usize, usize) {
         "{}",
         String::from_utf8_lossy(&reference.stderr)
     );
-    let want = final_files(&dir.join("run"));
+    let want = final_files(run, &dir.join("run"));
 
     let crashed = scratch(&format!("killed-{seed}"));
-    let config = write_config(&crashed);
+    let config = run.write_config(&crashed);
     let checkpoints = crashed.join("run/checkpoints");
     let metrics = crashed.join("run/metrics.jsonl");
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -182,12 +231,12 @@ fn kill_and_resume(kills: usize, seed: u64) -> (usize, usize) {
         runs += 1;
         assert!(runs < kills + 50, "the run never finished");
         let done = lines(&metrics);
-        let mut child = train(&config, true);
+        let mut child = train(run, &config, true);
         if landed < kills {
             wait_for_iteration(&mut child, &metrics, done);
             // Within the next three iterations (each ends with a checkpoint write): the run
             // survives many kills and they often land mid-write.
-            let per_iteration = duration.div_f64(ITERATIONS as f64);
+            let per_iteration = duration.div_f64(run.iterations() as f64);
             std::thread::sleep(per_iteration.mul_f64(rng.random_range(0.0..3.0)));
             if child.try_wait().unwrap().is_none() {
                 child.kill().unwrap(); // SIGKILL
@@ -213,7 +262,7 @@ fn kill_and_resume(kills: usize, seed: u64) -> (usize, usize) {
         break;
     }
     assert_checkpoints_sound(&checkpoints);
-    let got = final_files(&crashed.join("run"));
+    let got = final_files(run, &crashed.join("run"));
     for ((file, got), want) in FINAL_FILES.iter().zip(&got).zip(&want) {
         assert!(got == want, "{file} differs from the uninterrupted run's");
     }
@@ -228,14 +277,27 @@ fn kill_and_resume(kills: usize, seed: u64) -> (usize, usize) {
 
 #[test]
 fn killed_runs_resume_to_the_same_bits() {
-    let (landed, _) = kill_and_resume(4, 21);
+    let (landed, _) = kill_and_resume(Run::Toy, 4, 21);
     assert!(landed >= 2, "only {landed} kills landed");
 }
 
 #[test]
 #[ignore = "soak: 25 kill -9 instants"]
 fn killed_runs_resume_to_the_same_bits_soak() {
-    let (landed, _) = kill_and_resume(25, 2121);
+    let (landed, _) = kill_and_resume(Run::Toy, 25, 2121);
+    assert!(landed >= 20, "only {landed} kills landed");
+}
+
+#[test]
+fn killed_pipeline_runs_resume_to_the_same_bits() {
+    let (landed, _) = kill_and_resume(Run::Pipeline, 3, 22);
+    assert!(landed >= 2, "only {landed} kills landed");
+}
+
+#[test]
+#[ignore = "soak: 25 kill -9 instants on the tiny pipeline"]
+fn killed_pipeline_runs_resume_to_the_same_bits_soak() {
+    let (landed, _) = kill_and_resume(Run::Pipeline, 25, 2222);
     assert!(landed >= 20, "only {landed} kills landed");
 }
 
@@ -246,13 +308,79 @@ fn uninterrupted_runs_are_bit_identical() {
         .iter()
         .map(|name| {
             let dir = scratch(&format!("twice-{name}"));
-            let config = write_config(&dir);
-            let output = train(&config, false).wait_with_output().unwrap();
+            let config = Run::Toy.write_config(&dir);
+            let output = train(Run::Toy, &config, false).wait_with_output().unwrap();
             assert!(output.status.success());
-            let files = final_files(&dir.join("run"));
+            let files = final_files(Run::Toy, &dir.join("run"));
             std::fs::remove_dir_all(&dir).ok();
             files
         })
         .collect();
     assert!(runs[0] == runs[1]);
+}
+
+/// The hidden temporaries (`.<name>.tmp-<pid>`) in `dir`.
+fn temporaries(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |d| {
+        d.filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+            .count()
+    })
+}
+
+/// `rocm export --format merged` killed at seeded instants (biased to the end of the run,
+/// where it writes): after every kill the output files are the previous export's bytes (an
+/// export is deterministic, so a finished new one is the same bytes), never half-written.
+#[test]
+fn killed_exports_leave_the_previous_file_or_a_whole_one() {
+    let dir = scratch("export");
+    let out = dir.join("merged");
+    let export = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rocm"));
+        cmd.arg("export")
+            .arg("--model")
+            .arg(root().join("crates/rocm-models/tests/fixtures/pipeline-a"))
+            .arg("--lora")
+            .arg(root().join("tests/fixtures/lora/trained"))
+            .args(["--format", "merged", "--out"])
+            .arg(&out)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        cmd
+    };
+    let start = Instant::now();
+    let first = export().output().unwrap();
+    let duration = start.elapsed();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let files = ["config.json", "diffusion_pytorch_model.safetensors"].map(|f| out.join(f));
+    let want: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(23);
+    let (mut landed, mut mid_write) = (0, 0);
+    for _ in 0..8 {
+        let before = temporaries(&out);
+        let mut child = export().spawn().unwrap();
+        std::thread::sleep(duration.mul_f64(rng.random_range(0.5..1.1)));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            landed += 1;
+            mid_write += usize::from(temporaries(&out) > before);
+        } else {
+            assert!(child.wait().unwrap().success());
+        }
+        for (file, want) in files.iter().zip(&want) {
+            assert!(
+                std::fs::read(file).unwrap() == *want,
+                "{} is not the previous export's",
+                file.display()
+            );
+        }
+    }
+    eprintln!("export: {landed} kills landed ({mid_write} during a write), files intact");
+    assert!(landed >= 2, "only {landed} kills landed");
+    std::fs::remove_dir_all(&dir).ok();
 }
