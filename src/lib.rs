@@ -13,7 +13,8 @@
 //! | [`trainer`] | `rocm-trainer` | the ROCM loop, checkpoints, metrics |
 //!
 //! This crate's own modules: [`run`] (a whole run from one TOML file: model, reward, prompts,
-//! trainer settings), [`reward`] (the built-in rewards by name), [`device`] (backend selection),
+//! trainer settings), [`replicas`] (a run built on several devices, data-parallel), [`reward`]
+//! (the built-in rewards by name), [`device`] (backend selection),
 //! [`bench`] (the benchmark workload), [`tensor_files`] (injected noise and image tensors, for
 //! exact comparisons with diffusers).
 
@@ -21,6 +22,7 @@
 
 pub mod bench;
 pub mod device;
+pub mod replicas;
 pub mod reward;
 pub mod run;
 pub mod tensor_files;

@@ -50,6 +50,20 @@ pub struct CheckpointState {
     /// The per-prompt reward buffers of RLCM and DPOK (absent for ROCM and D3PO).
     #[serde(default, skip_serializing_if = "crate::PerPromptStatTracker::is_empty")]
     pub stat_tracker: crate::PerPromptStatTracker,
+    /// The devices (data-parallel replicas) the run trained on (1 when absent: checkpoints
+    /// from before data parallelism).
+    #[serde(default = "one")]
+    pub devices: usize,
+    /// Prompts per update, `batch_size × gradient_accumulation_steps × devices`, which a
+    /// resume on another device count keeps ([`crate::parallel::accumulation_for`]); absent in
+    /// checkpoints from before data parallelism.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective_batch: Option<usize>,
+}
+
+/// The default device count of a [`CheckpointState`].
+fn one() -> usize {
+    1
 }
 
 /// The checkpoint directory of `step` under `root`.

@@ -187,6 +187,12 @@ pub struct TrainConfig {
     pub batch_size: usize,
     /// Micro-batches whose gradients are averaged before each update (default 1).
     pub gradient_accumulation_steps: usize,
+    /// Data parallelism: the devices of the replicas, one each (`["cuda:0", "cuda:1"]`,
+    /// `["flex", "flex"]`; `rocm train --devices` overrides it). Each samples `batch_size`
+    /// prompts per micro-batch, so an update sees `batch_size × gradient_accumulation_steps ×
+    /// devices` (docs/scaling.md). Default empty: the one `--device`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
     /// Global gradient-norm clip over all adapter gradients; 0 disables (default 1.0, ours).
     pub max_grad_norm: f64,
     /// AdamW learning rate (default 6e-5).
@@ -246,6 +252,7 @@ impl Default for TrainConfig {
             concurrent: true,
             batch_size: 1,
             gradient_accumulation_steps: 1,
+            devices: Vec::new(),
             max_grad_norm: 1.0,
             learning_rate: 6e-5,
             lr_schedule: LrSchedule::Constant,
@@ -382,6 +389,16 @@ impl TrainConfig {
         }
         if self.gradient_accumulation_steps == 0 {
             return bad("gradient_accumulation_steps", "must be at least 1".into());
+        }
+        if self.devices.len() > crate::parallel::MAX_DEVICES {
+            return bad(
+                "devices",
+                format!(
+                    "{} devices: at most {}",
+                    self.devices.len(),
+                    crate::parallel::MAX_DEVICES
+                ),
+            );
         }
         if !(self.beta.is_finite() && self.beta >= 0.0) {
             return bad("beta", format!("must be finite and ≥ 0, got {}", self.beta));
@@ -670,6 +687,7 @@ mod tests {
             concurrent: false,
             batch_size: 3,
             gradient_accumulation_steps: 2,
+            devices: vec!["cuda:0".into(), "cuda:1".into()],
             max_grad_norm: 0.0,
             learning_rate: 1e-3,
             lr_schedule: LrSchedule::LinearWarmup,

@@ -83,6 +83,14 @@ pub enum Error {
         /// What does not fit.
         message: String,
     },
+    /// A replica of a data-parallel run failed (its error or panic); the run stops.
+    #[error("replica {rank}: {message}")]
+    Replica {
+        /// The rank (0 is the main replica).
+        rank: usize,
+        /// What went wrong there.
+        message: String,
+    },
     /// Images that cannot be written as 8-bit RGB.
     #[error("{path}: images of shape {dims:?} are not [B, 3, H, W]")]
     ImageShape {

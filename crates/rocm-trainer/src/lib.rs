@@ -20,6 +20,7 @@
 //! | learning-rate schedules | [`LrSchedule`] |
 //! | metrics, JSONL + CSV | [`IterationMetrics`], [`MetricsWriter`] |
 //! | checkpoints and exact resume | [`checkpoint`] |
+//! | data-parallel replicas in threads, the effective-batch rule | [`parallel`] |
 //! | PNG plots of the training curves | [`plot`] |
 //! | images and evaluation grids as PNG | [`images`] |
 //! | a LoRA-ready 2-D toy model | [`toy`] |
@@ -98,6 +99,7 @@ pub mod grads;
 pub mod images;
 mod metrics;
 mod objective;
+pub mod parallel;
 pub mod plot;
 mod reward;
 mod schedule;

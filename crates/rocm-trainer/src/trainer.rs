@@ -14,10 +14,12 @@ use rocm_sampler::{
 
 mod builder;
 mod evaluation;
+mod parallel;
 mod policy_gradient;
 mod resume;
 
 pub use builder::{MissingPart, TrainerBuilder};
+pub(crate) use policy_gradient::{PolicyGradientShard, Rollout};
 
 use crate::objective::{RocmObjective, step_divergence};
 use crate::{
@@ -79,6 +81,8 @@ pub struct RocmTrainer<const D: usize, M: TrainableModel<D>> {
     rng: ChaCha8Rng,
     step: usize,
     device: Device,
+    /// Ranks 1 to N − 1 of a data-parallel run ([`RocmTrainer::with_replicas`]).
+    replicas: Option<crate::parallel::Replicas>,
 }
 
 /// The averaged gradients of one iteration, before clipping, and what the rollouts measured.
@@ -278,10 +282,14 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
 
     /// The averaged gradients of the next iteration's loss (before clipping), drawing its
     /// prompts and noise from the run's RNG but not updating the model: the first half of
-    /// [`RocmTrainer::train_iteration`].
+    /// [`RocmTrainer::train_iteration`]. With replicas ([`RocmTrainer::with_replicas`]) each
+    /// rank computes its shard of the batch (docs/scaling.md).
     ///
-    /// Errors when the sampler refuses the options or the loss is not finite.
+    /// Errors when the sampler refuses the options, the loss is not finite, or a replica fails.
     pub fn iteration_gradients(&mut self) -> Result<IterationGradients, Error> {
+        if self.replicas.is_some() {
+            return self.parallel_iteration_gradients();
+        }
         if self.config.algorithm.is_policy_gradient() {
             return self.policy_gradient_iteration();
         }
@@ -290,12 +298,31 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
             self.config.batch_size,
             self.config.gradient_accumulation_steps,
         );
-        let draws: Vec<(String, u64)> = (0..b * micro)
+        let draws = self.draw_rocm(b * micro);
+        let micro_batches: Vec<Vec<(String, u64)>> = draws.chunks(b).map(<[_]>::to_vec).collect();
+        let scale = (micro > 1).then(|| 1.0 / micro as f64);
+        let shard = self.rocm_shard(step, &micro_batches, scale)?;
+        rocm_summary(step, shard, micro, b * micro)
+    }
+
+    /// `count` (prompt, noise seed) pairs of ROCM's batch from the run's RNG, in order.
+    pub(crate) fn draw_rocm(&mut self, count: usize) -> Vec<(String, u64)> {
+        (0..count)
             .map(|_| {
                 let i = self.rng.random_range(0..self.prompts.len());
                 (self.prompts[i].clone(), self.rng.random::<u64>())
             })
-            .collect();
+            .collect()
+    }
+
+    /// ROCM's gradients over `micro_batches` (each a list of (prompt, noise seed)), summed and
+    /// multiplied by `scale` when given, with the loss, rewards and divergences they measured.
+    pub(crate) fn rocm_shard(
+        &self,
+        step: usize,
+        micro_batches: &[Vec<(String, u64)>],
+        scale: Option<f64>,
+    ) -> Result<RocmShard, Error> {
         let options = self.sampler_options();
         let reduction = Reduction::from(self.config.reduction);
         let mode = if self.config.gradient_checkpointing {
@@ -306,7 +333,7 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
         let mut acc = GradientsAccumulator::<M>::new();
         let (mut rewards, mut loss_sum) = (Vec::new(), 0.0f64);
         let mut div_sums = vec![0.0f64; self.config.num_steps.saturating_sub(1)];
-        for chunk in draws.chunks(b) {
+        for chunk in micro_batches {
             let prompts: Vec<String> = chunk.iter().map(|(p, _)| p.clone()).collect();
             let seeds: Vec<u64> = chunk.iter().map(|(_, s)| *s).collect();
             let conditioning = self.encoder.encode(&prompts);
@@ -341,36 +368,15 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
             }
             acc.accumulate(&self.model, out.grads);
         }
-        let n = (b * micro) as f64;
-        let loss = loss_sum / micro as f64;
-        let reward_mean = rewards.iter().sum::<f64>() / n;
-        let reward_std = (rewards
-            .iter()
-            .map(|r| (r - reward_mean).powi(2))
-            .sum::<f64>()
-            / n)
-            .sqrt();
-        if !loss.is_finite() {
-            return Err(Error::NonFinite {
-                step,
-                what: "loss",
-                value: loss,
-            });
-        }
         let mut grads = acc.grads();
-        if micro > 1 {
-            grads::scale_gradients(&self.model, &mut grads, 1.0 / micro as f64);
+        if let Some(factor) = scale {
+            grads::scale_gradients(&self.model, &mut grads, factor);
         }
-        Ok(IterationGradients {
+        Ok(RocmShard {
             grads,
-            loss,
-            reward_mean,
-            reward_std,
-            divergence_per_step: div_sums.iter().map(|d| d / n).collect(),
-            approx_kl: 0.0,
-            clipfrac: 0.0,
-            reward_queries: b * micro,
-            images_sampled: b * micro,
+            loss_sum,
+            rewards,
+            div_sums,
         })
     }
 
@@ -495,4 +501,61 @@ fn host_values(t: Tensor<1>) -> Vec<f64> {
 /// The sum of a `[B]` tensor, on the host in f64.
 fn host_sum(t: Tensor<1>) -> f64 {
     host_values(t).iter().sum()
+}
+
+/// One rank's share of a ROCM iteration: its gradients (already scaled to its share of the
+/// average), and what its rollouts measured.
+#[derive(Debug)]
+pub(crate) struct RocmShard {
+    /// The rank's gradients.
+    pub grads: GradientsParams,
+    /// The sum of its micro-batches' losses (each a mean over the micro-batch).
+    pub loss_sum: f64,
+    /// The reward of each of its samples, in order.
+    pub rewards: Vec<f64>,
+    /// `Σ_b D_k` of every non-final step, summed over its micro-batches.
+    pub div_sums: Vec<f64>,
+}
+
+/// A ROCM iteration's [`IterationGradients`] from the (summed) shards: `micro_batches` losses
+/// of equal-sized micro-batches, `samples` samples in all.
+pub(crate) fn rocm_summary(
+    step: usize,
+    shard: RocmShard,
+    micro_batches: usize,
+    samples: usize,
+) -> Result<IterationGradients, Error> {
+    let RocmShard {
+        grads,
+        loss_sum,
+        rewards,
+        div_sums,
+    } = shard;
+    let n = samples as f64;
+    let loss = loss_sum / micro_batches as f64;
+    let reward_mean = rewards.iter().sum::<f64>() / n;
+    let reward_std = (rewards
+        .iter()
+        .map(|r| (r - reward_mean).powi(2))
+        .sum::<f64>()
+        / n)
+        .sqrt();
+    if !loss.is_finite() {
+        return Err(Error::NonFinite {
+            step,
+            what: "loss",
+            value: loss,
+        });
+    }
+    Ok(IterationGradients {
+        grads,
+        loss,
+        reward_mean,
+        reward_std,
+        divergence_per_step: div_sums.iter().map(|d| d / n).collect(),
+        approx_kl: 0.0,
+        clipfrac: 0.0,
+        reward_queries: samples,
+        images_sampled: samples,
+    })
 }

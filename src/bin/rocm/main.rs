@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! rocm train  --config configs/lcm_dreamshaper_pickscore.toml [--resume] [--device flex]
+//!             [--devices cuda:0,cuda:1]
 //!             [--reward-model DIR_OR_HUB_ID] [--reward-head FILE]
 //! rocm sample --model DIR_OR_HUB_ID --prompt TEXT [--prompt TEXT …] [--lora FILE_OR_CHECKPOINT]
 //!             [--steps 4] [--guidance 8.0] [--seed 0 | --noise FILE] [--out samples]
@@ -278,7 +279,15 @@ fn cli() -> Command {
                         .action(ArgAction::SetTrue)
                         .help("Continue from <output_dir>/checkpoints/latest"),
                 )
-                .arg(device_arg()),
+                .arg(device_arg())
+                .arg(
+                    Arg::new("devices")
+                        .long("devices")
+                        .value_name("DEVICE,DEVICE,...")
+                        .value_delimiter(',')
+                        .conflicts_with("device")
+                        .help("Data-parallel: one replica per device, e.g. cuda:0,cuda:1 or flex,flex (overrides train.devices; docs/scaling.md)"),
+                ),
         ))
         .subcommand(sample_command())
         .subcommand(export_command())
@@ -301,6 +310,12 @@ fn train_args(m: &ArgMatches, resume: bool) -> train::TrainArgs {
         config: path(m, "config").unwrap_or_default(),
         resume,
         device: string(m, "device").unwrap_or_default(),
+        devices: m
+            .try_get_many::<String>("devices")
+            .ok()
+            .flatten()
+            .map(|d| d.cloned().collect())
+            .unwrap_or_default(),
         reward_model: string(m, "reward-model"),
         reward_head: path(m, "reward-head"),
     }

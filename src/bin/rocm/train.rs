@@ -20,6 +20,8 @@ pub struct TrainArgs {
     pub resume: bool,
     /// `flex`, `wgpu`, `cuda[:N]`, `auto`.
     pub device: String,
+    /// `--devices`: one data-parallel replica per device (overrides `train.devices`).
+    pub devices: Vec<String>,
     /// The reward's model folder or hub id (overrides `reward.model`).
     pub reward_model: Option<String>,
     /// The aesthetic reward's head file (overrides `reward.head`).
@@ -64,8 +66,16 @@ impl TrainArgs {
 /// Runs `rocm train`.
 pub fn train(args: &TrainArgs) -> Result<(), Failure> {
     let config = args.run_config()?;
-    let built = args.build(&config, Adapters::New)?;
-    let backend = built.backend.to_string();
+    let devices = if args.devices.is_empty() {
+        &config.train.devices
+    } else {
+        &args.devices
+    };
+    let built = config.build_replicated(devices, &args.device, Adapters::New)?;
+    let backend = match devices.len() {
+        0 | 1 => built.backend.to_string(),
+        n => format!("{n} replicas ({})", devices.join(", ")),
+    };
     match built.run {
         Run::Toy(trainer) => drive(*trainer, args.resume, &backend),
         Run::Pipeline(trainer) => drive(*trainer, args.resume, &backend),

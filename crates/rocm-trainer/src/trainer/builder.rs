@@ -251,6 +251,7 @@ impl<const D: usize, M: TrainableModel<D>> TrainerBuilder<D, M> {
             sampler,
             step: 0,
             device,
+            replicas: None,
         })
     }
 }

@@ -24,15 +24,16 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
     /// appends `{"step", "reward_mean", "rewards"}` to `<out>/eval.jsonl` and, for rewards with
     /// images ([`LatentReward::reward_with_images`]), writes their grid (rows = prompts,
     /// columns = seeds) to `<out>/samples/step-NNNNNN.png` ([`RocmTrainer::samples_path`]).
-    /// Nothing without evaluation prompts or seeds.
-    pub fn write_eval(&self, out: &Path) -> Result<(), Error> {
+    /// Nothing without evaluation prompts or seeds. With replicas the pairs are sharded over the
+    /// ranks and gathered in order.
+    pub fn write_eval(&mut self, out: &Path) -> Result<(), Error> {
         use std::io::Write;
-        let c = &self.config;
-        if c.eval_prompts.is_empty() || c.eval_seeds.is_empty() {
+        if self.config.eval_prompts.is_empty() || self.config.eval_seeds.is_empty() {
             return Ok(());
         }
         let (prompts, seeds) = self.evaluation_pairs();
-        let (rewards, images) = self.evaluate_with_images(Branch::Policy, &prompts, &seeds)?;
+        let (rewards, images) = self.evaluate_sharded(&prompts, &seeds)?;
+        let c = &self.config;
         let mean = rewards.iter().map(|r| f64::from(*r)).sum::<f64>() / rewards.len() as f64;
         let line = serde_json::json!({"step": self.step, "reward_mean": mean, "rewards": rewards});
         let path = out.join("eval.jsonl");

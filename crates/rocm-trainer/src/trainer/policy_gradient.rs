@@ -52,12 +52,27 @@ pub(crate) struct Rollout<const D: usize> {
     pub rewards: Vec<f32>,
 }
 
+/// One rank's share of a policy-gradient iteration's gradient and its sums.
+#[derive(Debug)]
+pub(crate) struct PolicyGradientShard {
+    /// The rank's gradients (its share of the iteration's sum).
+    pub grads: GradientsParams,
+    /// `Σ weight · loss` over its transitions.
+    pub loss_sum: f64,
+    /// `Σ approx_kl` over its transitions.
+    pub kl_sum: f64,
+    /// `Σ clipfrac` over its transitions.
+    pub clip_sum: f64,
+    /// The per-step divergence, summed over its micro-batches (each a mean over the batch).
+    pub div_sums: Vec<f64>,
+}
+
 /// A stream of seeds for the extra draw of RLCM's last transition, distinct from the sampler's.
 const LAST_STEP_STREAM: u64 = 0x5eed_1a57_0000_0001;
 
 impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
     /// Images per drawn prompt: 2 for D3PO's pairs, the configured count for RLCM and DPOK.
-    fn samples_per_prompt(&self) -> usize {
+    pub(crate) fn samples_per_prompt(&self) -> usize {
         match self.config.algorithm {
             AlgorithmKind::Rlcm => self.config.rlcm.samples_per_prompt,
             AlgorithmKind::Ddpo => self.config.ddpo.samples_per_prompt,
@@ -196,14 +211,31 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
             self.config.batch_size,
             self.config.gradient_accumulation_steps,
         );
+        let draws = self.draw_policy_gradient(micro, b);
+        let rollouts = self.rollouts(step, &draws)?;
+        let all_prompts: Vec<String> = rollouts.iter().flat_map(|r| r.prompts.clone()).collect();
+        let all_rewards: Vec<f32> = rollouts.iter().flat_map(|r| r.rewards.clone()).collect();
+        let advantages = self.advantages(&all_prompts, &all_rewards);
+        let trained: usize = rollouts.iter().map(|r| r.transitions.len()).sum();
+        let weight = 1.0 / trained.max(1) as f64;
+        let shard = self.policy_gradient_shard(&rollouts, &advantages, weight)?;
+        self.policy_gradient_summary(step, shard, &all_rewards, trained, micro)
+    }
+
+    /// The prompts and seeds of `micro` micro-batches of `prompts_per_micro` prompts from the
+    /// run's RNG: per prompt its samples ([`RocmTrainer::samples_per_prompt`]), D3PO's pair
+    /// sharing its initial latent.
+    pub(crate) fn draw_policy_gradient(
+        &mut self,
+        micro: usize,
+        prompts_per_micro: usize,
+    ) -> Vec<Vec<(String, (u64, u64))>> {
         let per_prompt = self.samples_per_prompt();
         let d3po = self.config.algorithm == AlgorithmKind::D3po;
-        // Draw prompts and seeds: per prompt `per_prompt` samples; D3PO's pair shares its
-        // initial latent.
-        let mut draws: Vec<Vec<(String, (u64, u64))>> = Vec::with_capacity(micro);
+        let mut draws = Vec::with_capacity(micro);
         for _ in 0..micro {
-            let mut chunk = Vec::with_capacity(b * per_prompt);
-            for _ in 0..b {
+            let mut chunk = Vec::with_capacity(prompts_per_micro * per_prompt);
+            for _ in 0..prompts_per_micro {
                 let prompt = self.prompts[self.rng.random_range(0..self.prompts.len())].clone();
                 let shared: u64 = self.rng.random();
                 for _ in 0..per_prompt {
@@ -214,23 +246,38 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
             }
             draws.push(chunk);
         }
-        let mut rollouts = Vec::with_capacity(micro);
-        for chunk in &draws {
-            let prompts = chunk.iter().map(|(p, _)| p.clone()).collect();
-            let seeds: Vec<(u64, u64)> = chunk.iter().map(|(_, s)| *s).collect();
-            rollouts.push(self.rollout(step, prompts, &seeds)?);
-        }
-        let all_prompts: Vec<String> = rollouts.iter().flat_map(|r| r.prompts.clone()).collect();
-        let all_rewards: Vec<f32> = rollouts.iter().flat_map(|r| r.rewards.clone()).collect();
-        let advantages = self.advantages(&all_prompts, &all_rewards);
+        draws
+    }
 
-        let trained: usize = rollouts.iter().map(|r| r.transitions.len()).sum();
-        let weight = 1.0 / trained.max(1) as f64;
+    /// The no-grad rollouts of micro-batches of (prompt, seeds), in order.
+    pub(crate) fn rollouts(
+        &self,
+        step: usize,
+        draws: &[Vec<(String, (u64, u64))>],
+    ) -> Result<Vec<Rollout<D>>, Error> {
+        draws
+            .iter()
+            .map(|chunk| {
+                let prompts = chunk.iter().map(|(p, _)| p.clone()).collect();
+                let seeds: Vec<(u64, u64)> = chunk.iter().map(|(_, s)| *s).collect();
+                self.rollout(step, prompts, &seeds)
+            })
+            .collect()
+    }
+
+    /// The gradient of `rollouts`' transitions, each loss weighted by `weight` (one over the
+    /// iteration's trained transitions), given the rollouts' advantages in order.
+    pub(crate) fn policy_gradient_shard(
+        &self,
+        rollouts: &[Rollout<D>],
+        advantages: &[f32],
+        weight: f64,
+    ) -> Result<PolicyGradientShard, Error> {
         let mut acc = GradientsAccumulator::<M>::new();
         let (mut loss_sum, mut kl_sum, mut clip_sum) = (0.0, 0.0, 0.0);
         let mut div_sums = vec![0.0f64; self.config.num_steps];
         let mut offset = 0;
-        for rollout in &rollouts {
+        for rollout in rollouts {
             let n = rollout.rewards.len();
             let adv = &advantages[offset..offset + n];
             offset += n;
@@ -249,6 +296,32 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
                 acc.accumulate(&self.model, grads);
             }
         }
+        Ok(PolicyGradientShard {
+            grads: acc.grads(),
+            loss_sum,
+            kl_sum,
+            clip_sum,
+            div_sums,
+        })
+    }
+
+    /// The iteration's [`IterationGradients`] from the (summed) shards, the batch's rewards,
+    /// its trained transitions and its `micro_batches` (equal-sized) micro-batches.
+    pub(crate) fn policy_gradient_summary(
+        &self,
+        step: usize,
+        shard: PolicyGradientShard,
+        all_rewards: &[f32],
+        trained: usize,
+        micro_batches: usize,
+    ) -> Result<IterationGradients, Error> {
+        let PolicyGradientShard {
+            grads,
+            loss_sum,
+            kl_sum,
+            clip_sum,
+            div_sums,
+        } = shard;
         if !loss_sum.is_finite() {
             return Err(Error::NonFinite {
                 step,
@@ -274,11 +347,11 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
         } else {
             div_sums[..steps_with_policy]
                 .iter()
-                .map(|d| d / micro as f64)
+                .map(|d| d / micro_batches as f64)
                 .collect()
         };
         Ok(IterationGradients {
-            grads: acc.grads(),
+            grads,
             loss: loss_sum,
             reward_mean,
             reward_std: var.sqrt(),
@@ -293,7 +366,7 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
     /// Advantages of the whole batch: RLCM's per-prompt z-scores, DPOK's reward minus the
     /// per-prompt running mean, D3PO's pair preferences (`+1`, `−1`, `0` per pair, repeated
     /// for both members: only the first of each pair is read).
-    fn advantages(&mut self, prompts: &[String], rewards: &[f32]) -> Vec<f32> {
+    pub(crate) fn advantages(&mut self, prompts: &[String], rewards: &[f32]) -> Vec<f32> {
         match self.config.algorithm {
             AlgorithmKind::Rlcm | AlgorithmKind::Ddpo => self.tracker.update(prompts, rewards),
             AlgorithmKind::Dpok => {
