@@ -478,6 +478,11 @@ fn attach<M: Module + LoraContainer>(
     }
 }
 
+/// The dotted keys of a run configuration that hold file paths, which may be relative to the
+/// configuration's folder ([`RunConfig::resolve_path`]); an experiment grid rebases them
+/// onto its base file's folder when it writes each run's configuration elsewhere.
+pub const PATH_KEYS: [&str; 2] = ["prompts.file", "reward.head"];
+
 /// The file name of the paper's Pick-a-Pic v1 training prompts, which is not shipped (its
 /// export command is in `data/prompts/README.md`).
 pub const PICKAPIC_PROMPTS: &str = "pickapic_v1_train_prompts.txt";

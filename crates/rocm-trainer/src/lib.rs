@@ -18,7 +18,8 @@
 //! | the baselines RLCM, DDPO, DPOK, D3PO (and truncated ROCM) and their samplers | [`algorithm`] |
 //! | global-norm gradient clipping | [`grads`] |
 //! | learning-rate schedules | [`LrSchedule`] |
-//! | metrics, JSONL + CSV | [`IterationMetrics`], [`MetricsWriter`] |
+//! | metrics, JSONL + CSV | [`IterationMetrics`], [`MetricsWriter`], [`read_metrics_jsonl`] |
+//! | experiment grids: many runs from one file, shards, merged results | [`experiment`] |
 //! | checkpoints and exact resume | [`checkpoint`] |
 //! | data-parallel replicas in threads, the effective-batch rule | [`parallel`] |
 //! | PNG plots of the training curves | [`plot`] |
@@ -95,6 +96,7 @@ mod config;
 mod diffusers;
 mod durable;
 mod error;
+pub mod experiment;
 pub mod grads;
 pub mod images;
 mod metrics;
@@ -110,7 +112,7 @@ pub use algorithm::{AlgorithmKind, SamplerKind};
 pub use baselines::PerPromptStatTracker;
 pub use config::{GuidanceKind, LoraSection, ReductionKind, TrainConfig};
 pub use error::Error;
-pub use metrics::{IterationMetrics, MetricsWriter};
+pub use metrics::{IterationMetrics, MetricsWriter, read_metrics_jsonl};
 pub use objective::{RocmObjective, step_divergence};
 pub use reward::{DecodedReward, LatentDecoder, LatentReward, PromptEncoder, Unconditional};
 pub use schedule::LrSchedule;

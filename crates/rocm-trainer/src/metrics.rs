@@ -90,6 +90,21 @@ impl IterationMetrics {
     }
 }
 
+/// The iterations recorded in a `metrics.jsonl` file, one per step in step order: a run
+/// resumed from a checkpoint repeats the steps after it, and the last line of each step is
+/// kept; lines that do not parse (a line cut short by a kill) are skipped. A missing file is
+/// an error naming it.
+pub fn read_metrics_jsonl(path: &Path) -> Result<Vec<IterationMetrics>, Error> {
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    let mut by_step = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        if let Ok(m) = serde_json::from_str::<IterationMetrics>(line) {
+            by_step.insert(m.step, m);
+        }
+    }
+    Ok(by_step.into_values().collect())
+}
+
 /// Appends metrics to `metrics.jsonl` and `metrics.csv` in a directory.
 #[derive(Debug)]
 pub struct MetricsWriter {
@@ -189,6 +204,22 @@ mod tests {
         let jsonl = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
         let back: IterationMetrics = serde_json::from_str(jsonl.lines().next().unwrap()).unwrap();
         assert_eq!(back, m);
+        // A resumed run repeats step 2; a cut line is skipped; the last line of a step wins.
+        let again = IterationMetrics {
+            step: 2,
+            loss: 7.0,
+            ..m.clone()
+        };
+        let extra = format!(
+            "{{\"step\": 3, \"rew\n{}\n",
+            serde_json::to_string(&again).unwrap()
+        );
+        std::fs::write(dir.join("metrics.jsonl"), format!("{jsonl}{extra}")).unwrap();
+        let read = read_metrics_jsonl(&dir.join("metrics.jsonl")).unwrap();
+        assert_eq!(read.iter().map(|m| m.step).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(read[1].loss, 7.0);
+        let missing = read_metrics_jsonl(&dir.join("nope.jsonl")).unwrap_err();
+        assert!(missing.to_string().contains("nope.jsonl"), "{missing}");
         std::fs::remove_dir_all(&dir).ok();
     }
 }

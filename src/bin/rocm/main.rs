@@ -15,6 +15,9 @@
 //!             [--prompts FILE] [--seeds 0,1 | 0..8] [--steps K] [--guidance G]]
 //!             [--bind 127.0.0.1:8080] [--skip-text-encoder] [--device flex]
 //! rocm review --report --db review.sqlite [--csv votes.csv]
+//! rocm experiment --config experiments/toy_grid.toml [--quick] [--jobs N] [--shard i/N]
+//!             [--out DIR] [--list] [--device flex]
+//! rocm experiment --merge DIR [DIR …] [--out DIR]
 //! ```
 //!
 //! `train` builds the run configuration ([`RunConfig`](rocm::run::RunConfig)) and runs
@@ -81,11 +84,23 @@
 //! `--db`; `--report` prints the results table ([`rocm_review::report::table`]) and, with
 //! `--csv`, writes the raw votes.
 //!
+//! `experiment` runs a grid file (docs/experiments.md): a base run configuration and axes
+//! whose values override its keys, expanded into named runs (`<output_dir>/runs/<id>/`, each
+//! with its resolved `config.toml`), every one checked before any trains. Each run is `rocm
+//! train` in a child process (its output in `<run>/train.log`), `--jobs` at a time; a run
+//! already complete is skipped, an interrupted one resumes from its checkpoint, a failed one is
+//! reported and the others go on (exit code 2 at the end, naming the failed runs). Without
+//! `--shard` it writes `results.csv` (every run × every final metric), `results.md` (tables,
+//! mean ± std over seeds) and `timings.csv`; `--shard i/N` (1-based) runs one of N disjoint
+//! slices, and `--merge DIR…` writes the results of the slices' output folders. SIGINT or
+//! SIGTERM stops the running children at a checkpoint and exits with code 130.
+//!
 //! Every error prints one line on stderr and exits with code 2.
 
 #![allow(clippy::print_stdout)] // a binary owns the terminal
 
 mod eval;
+mod experiment;
 mod export;
 mod progress;
 mod review;
@@ -292,6 +307,7 @@ fn cli() -> Command {
         .subcommand(sample_command())
         .subcommand(export_command())
         .subcommand(review::command())
+        .subcommand(experiment::command())
         .subcommand(reward_args(
             Command::new("eval")
                 .about("Score the configuration's evaluation prompts x seeds, base vs LoRA")
@@ -360,6 +376,7 @@ fn run(matches: &ArgMatches) -> Result<(), Failure> {
             lora: path(m, "lora"),
         }),
         Some(("review", m)) => review::review(m),
+        Some(("experiment", m)) => experiment::experiment(m),
         _ => Err("unknown subcommand".into()),
     }
 }

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rocm::lora::{DIFFUSERS_WEIGHTS, KOHYA_WEIGHTS, LoraContainer, PEFT_WEIGHTS};
 use rocm::run::{Adapters, Built, Run, RunConfig};
-use rocm::trainer::{IterationMetrics, RocmTrainer, TrainableModel, checkpoint, plot};
+use rocm::trainer::{
+    IterationMetrics, RocmTrainer, TrainableModel, checkpoint, plot, read_metrics_jsonl,
+};
 
 use crate::Failure;
 use crate::progress::Progress;
@@ -83,12 +85,12 @@ pub fn train(args: &TrainArgs) -> Result<(), Failure> {
 }
 
 /// The exit code of a run stopped by SIGINT or SIGTERM after its final checkpoint (128 + SIGINT).
-const INTERRUPTED: i32 = 130;
+pub const INTERRUPTED: i32 = 130;
 
 /// A flag set by the first SIGINT or SIGTERM; the run stops after the iteration in progress and
 /// checkpoints it. A second signal while stopping ends the process at once (a checkpoint that
 /// is then half-written stays a `.tmp` that resume ignores).
-fn stop_on_signals() -> Result<Arc<AtomicBool>, Failure> {
+pub fn stop_on_signals() -> Result<Arc<AtomicBool>, Failure> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [SIGINT, SIGTERM] {
@@ -116,19 +118,8 @@ pub fn check_lora(path: &Path) -> Result<(), Failure> {
 
 /// The metrics of the steps up to `step` already in `<out>/metrics.jsonl` (after `--resume`).
 fn previous_metrics(out: &Path, step: usize) -> Vec<IterationMetrics> {
-    let Ok(text) = std::fs::read_to_string(out.join("metrics.jsonl")) else {
-        return Vec::new();
-    };
-    let mut metrics: Vec<IterationMetrics> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<IterationMetrics>(l).ok())
-        .filter(|m| m.step <= step)
-        .collect();
-    // A run resumed more than once repeats steps: keep each step's last line.
-    metrics.reverse();
-    let mut seen = std::collections::HashSet::new();
-    metrics.retain(|m| seen.insert(m.step));
-    metrics.reverse();
+    let mut metrics = read_metrics_jsonl(&out.join("metrics.jsonl")).unwrap_or_default();
+    metrics.retain(|m| m.step <= step);
     metrics
 }
 
