@@ -1,7 +1,11 @@
 //! Data-parallel runs: a run configuration built on several devices, one trainer replica each
 //! ([`rocm_trainer::parallel`], docs/scaling.md).
 
+use burn::prelude::Device;
+
+use crate::Backend;
 use crate::run::{Adapters, Built, Run, RunConfig, RunError};
+use crate::trainer::GradientSync;
 use crate::trainer::parallel::{BoxError, Replicas};
 
 impl RunConfig {
@@ -33,12 +37,18 @@ impl RunConfig {
             Ok(built.run)
         };
         let n = devices.len();
+        let all_reduce = self.all_reduce_devices(devices)?;
+        let with = move |replicas: Replicas| match &all_reduce {
+            Some(d) => replicas.with_all_reduce(d.clone()),
+            None => Ok(replicas),
+        };
         built.run = match built.run {
             Run::Toy(trainer) => {
                 let replicas = Replicas::spawn(n, move |rank| match build_rank(rank)? {
                     Run::Toy(t) => Ok(*t),
                     Run::Pipeline(_) => Err("built a pipeline where rank 0 has the toy".into()),
                 })?;
+                let replicas = with(replicas)?;
                 Run::Toy(Box::new(trainer.with_replicas(replicas)))
             }
             Run::Pipeline(trainer) => {
@@ -46,9 +56,32 @@ impl RunConfig {
                     Run::Pipeline(t) => Ok(*t),
                     Run::Toy(_) => Err("built the toy where rank 0 has a pipeline".into()),
                 })?;
+                let replicas = with(replicas)?;
                 Run::Pipeline(Box::new(trainer.with_replicas(replicas)))
             }
         };
         Ok(built)
+    }
+
+    /// The devices of `train.gradient_sync = "nccl"`: every one a CUDA device (a build with
+    /// `--features cuda`), or an error naming the first that is not; none for `host`.
+    fn all_reduce_devices(&self, devices: &[String]) -> Result<Option<Vec<Device>>, RunError> {
+        if self.train.gradient_sync == GradientSync::Host {
+            return Ok(None);
+        }
+        devices
+            .iter()
+            .map(|name| match crate::select_device(name)? {
+                (device, Backend::Cuda) => Ok(device),
+                (_, backend) => Err(RunError::from(crate::trainer::Error::InvalidField {
+                    field: "gradient_sync",
+                    message: format!(
+                        "`nccl` all-reduces on CUDA devices only; `{name}` is {backend} (use \
+                         `host`)"
+                    ),
+                })),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
     }
 }

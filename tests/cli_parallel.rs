@@ -23,6 +23,20 @@ fn scratch(name: &str) -> PathBuf {
 /// Trains the tiny pipeline for 2 iterations with `batch_size` and the device arguments `args`;
 /// returns the run's output folder.
 fn train(dir: &Path, name: &str, batch_size: usize, args: &[&str]) -> PathBuf {
+    let output = run(dir, name, batch_size, "", args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    dir.join(name)
+}
+
+/// `rocm train` of the tiny pipeline with `extra` lines in `[train]`.
+fn run(
+    dir: &Path,
+    name: &str,
+    batch_size: usize,
+    extra: &str,
+    args: &[&str],
+) -> std::process::Output {
     let out = dir.join(name);
     let config = dir.join(format!("{name}.toml"));
     let pipeline = root().join("crates/rocm-models/tests/fixtures/pipeline-a");
@@ -31,7 +45,7 @@ fn train(dir: &Path, name: &str, batch_size: usize, args: &[&str]) -> PathBuf {
         format!(
             "model = '{}'\n[reward]\nkind = \"pickscore\"\n[train]\nnum_steps = 2\n\
              batch_size = {batch_size}\niterations = 2\ncheckpoint_every = 2\neval_every = 2\n\
-             learning_rate = 1e-3\nseed = 3\n\
+             learning_rate = 1e-3\nseed = 3\n{extra}\n\
              eval_prompts = [\"a photo of a cat\", \"a red bicycle\"]\neval_seeds = [0, 1]\n\
              output_dir = '{}'\n[train.lora]\nr = 4\nalpha = 8.0\n\
              target_modules = [\"to_q\", \"to_k\", \"to_v\", \"to_out.0\"]\n",
@@ -41,17 +55,14 @@ fn train(dir: &Path, name: &str, batch_size: usize, args: &[&str]) -> PathBuf {
     )
     .unwrap();
     let clip = root().join("crates/rocm-rewards/tests/fixtures/tiny-clip");
-    let output = Command::new(env!("CARGO_BIN_EXE_rocm"))
+    Command::new(env!("CARGO_BIN_EXE_rocm"))
         .args(["train", "--config"])
         .arg(&config)
         .arg("--reward-model")
         .arg(&clip)
         .args(args)
         .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
-    out
+        .unwrap()
 }
 
 fn json_lines(path: &Path) -> Vec<serde_json::Value> {
@@ -99,7 +110,10 @@ fn two_flex_replicas_train_as_one_device_of_twice_the_batch() {
     };
     let (r1, r2) = (rewards(&e1), rewards(&e2));
     assert_eq!(r1.len(), 4);
-    assert!(r1.iter().zip(&r2).all(|(a, b)| close(*a, *b)), "{r1:?} vs {r2:?}");
+    assert!(
+        r1.iter().zip(&r2).all(|(a, b)| close(*a, *b)),
+        "{r1:?} vs {r2:?}"
+    );
     assert!(two.join("samples/step-000002.png").is_file());
     // Rank 0's checkpoint records the devices and the effective batch (1 × 1 × 2).
     let state: serde_json::Value = serde_json::from_str(
@@ -108,5 +122,24 @@ fn two_flex_replicas_train_as_one_device_of_twice_the_batch() {
     .unwrap();
     assert_eq!(state["devices"], 2);
     assert_eq!(state["effective_batch"], 2);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn nccl_gradient_sync_is_refused_on_non_cuda_devices() {
+    let dir = scratch("parallel-nccl");
+    let output = run(
+        &dir,
+        "nccl",
+        1,
+        "gradient_sync = \"nccl\"",
+        &["--devices", "flex,flex"],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("gradient_sync") && stderr.contains("`flex` is flex"),
+        "{stderr}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -39,6 +39,24 @@ impl From<ReductionKind> for Reduction {
     }
 }
 
+/// How the replicas of a data-parallel run combine their gradients (docs/scaling.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GradientSync {
+    /// Host copies summed on the main device (default; every backend).
+    #[default]
+    Host,
+    /// Burn's collective all-reduce: NCCL, CUDA devices only (a `--features cuda` build).
+    Nccl,
+}
+
+impl GradientSync {
+    /// Whether this is the default, [`GradientSync::Host`].
+    pub fn is_host(&self) -> bool {
+        *self == Self::Host
+    }
+}
+
 /// Which guidance the sampler applies (docs/method.md §1).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -193,6 +211,9 @@ pub struct TrainConfig {
     /// devices` (docs/scaling.md). Default empty: the one `--device`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<String>,
+    /// How the replicas combine their gradients: `host` (default) or `nccl` (CUDA only).
+    #[serde(skip_serializing_if = "GradientSync::is_host")]
+    pub gradient_sync: GradientSync,
     /// Global gradient-norm clip over all adapter gradients; 0 disables (default 1.0, ours).
     pub max_grad_norm: f64,
     /// AdamW learning rate (default 6e-5).
@@ -253,6 +274,7 @@ impl Default for TrainConfig {
             batch_size: 1,
             gradient_accumulation_steps: 1,
             devices: Vec::new(),
+            gradient_sync: GradientSync::Host,
             max_grad_norm: 1.0,
             learning_rate: 6e-5,
             lr_schedule: LrSchedule::Constant,
@@ -688,6 +710,7 @@ mod tests {
             batch_size: 3,
             gradient_accumulation_steps: 2,
             devices: vec!["cuda:0".into(), "cuda:1".into()],
+            gradient_sync: GradientSync::Nccl,
             max_grad_norm: 0.0,
             learning_rate: 1e-3,
             lr_schedule: LrSchedule::LinearWarmup,

@@ -110,7 +110,7 @@ mod trainer;
 
 pub use algorithm::{AlgorithmKind, SamplerKind};
 pub use baselines::PerPromptStatTracker;
-pub use config::{GuidanceKind, LoraSection, ReductionKind, TrainConfig};
+pub use config::{GradientSync, GuidanceKind, LoraSection, ReductionKind, TrainConfig};
 pub use error::Error;
 pub use metrics::{IterationMetrics, MetricsWriter, read_metrics_jsonl};
 pub use objective::{RocmObjective, step_divergence};

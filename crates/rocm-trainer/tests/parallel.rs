@@ -252,3 +252,37 @@ fn a_failing_replica_stops_the_run_with_its_error() {
         "{err}"
     );
 }
+
+#[test]
+fn the_all_reduce_path_reaches_burns_collective_which_flex_lacks() {
+    // One device per rank is required…
+    let replicas = Replicas::spawn(2, |_| {
+        toy_trainer(config(AlgorithmKind::Rocm, 1, "nccl-count-r"), OK)
+    })
+    .unwrap();
+    let err = replicas.with_all_reduce(vec![Device::flex()]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("1 devices for the all-reduce of 2"),
+        "{err}"
+    );
+    // …and once every rank has its gradient, each calls Burn's all-reduce, which Burn 0.22.1
+    // implements on CUDA only: on Flex it panics, so this path cannot train on the CPU.
+    let main = toy_trainer(config(AlgorithmKind::Rocm, 1, "nccl"), OK).unwrap();
+    let replicas = Replicas::spawn(2, |_| {
+        toy_trainer(config(AlgorithmKind::Rocm, 1, "nccl-r"), OK)
+    })
+    .unwrap()
+    .with_all_reduce(vec![Device::flex(), Device::flex()])
+    .unwrap();
+    assert!(replicas.uses_all_reduce());
+    let mut t = main.with_replicas(replicas);
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t.train_iteration()));
+    let payload = out.expect_err("Flex has no all-reduce");
+    let message = payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default();
+    assert!(message.contains("istributed"), "{message}");
+}

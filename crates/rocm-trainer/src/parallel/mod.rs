@@ -20,8 +20,12 @@ mod worker;
 use std::fmt;
 use std::sync::Arc;
 
+use burn::prelude::Device;
+
 pub use shard::{MAX_DEVICES, accumulation_for, effective_batch, rank_slice};
-pub(crate) use transfer::{HostValues, add_host_gradients, set_trainable_values, trainable_values};
+pub(crate) use transfer::{
+    HostValues, add_host_gradients, all_reduce_gradients, set_trainable_values, trainable_values,
+};
 pub use worker::BoxError;
 pub(crate) use worker::{Command, Reply, Worker};
 
@@ -33,6 +37,8 @@ pub struct Replicas {
     pub(crate) workers: Vec<Worker>,
     /// The noise seeds each rank sampled in the last iteration (rank order).
     pub(crate) seeds: Vec<Vec<u64>>,
+    /// Every rank's device when the gradients are summed by Burn's all-reduce (NCCL).
+    pub(crate) all_reduce: Option<Arc<Vec<Device>>>,
 }
 
 impl fmt::Debug for Replicas {
@@ -80,7 +86,35 @@ impl Replicas {
         Ok(Self {
             workers,
             seeds: Vec::new(),
+            all_reduce: None,
         })
+    }
+
+    /// Sums the ranks' gradients with Burn's collective all-reduce on `devices` (every rank's
+    /// device, rank order; NCCL on CUDA) instead of host copies: after every rank has its
+    /// gradient (a rank that failed stops the round before any collective starts), each sums
+    /// them in place, and rank 0 steps. CUDA only: Burn 0.22.1 has no collectives on Flex or
+    /// wgpu, where the all-reduce panics (docs/scaling.md).
+    ///
+    /// Errors with [`Error::InvalidField`] when `devices` does not have one device per rank.
+    pub fn with_all_reduce(mut self, devices: Vec<Device>) -> Result<Self, Error> {
+        if devices.len() != self.devices() {
+            return Err(Error::InvalidField {
+                field: "devices",
+                message: format!(
+                    "{} devices for the all-reduce of {} replicas",
+                    devices.len(),
+                    self.devices()
+                ),
+            });
+        }
+        self.all_reduce = Some(Arc::new(devices));
+        Ok(self)
+    }
+
+    /// Whether the gradients are summed by the collective all-reduce.
+    pub fn uses_all_reduce(&self) -> bool {
+        self.all_reduce.is_some()
     }
 
     /// The number of replicas, the main one included.

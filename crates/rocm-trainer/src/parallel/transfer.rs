@@ -1,11 +1,13 @@
 //! Moving the trainable (adapter) parameters and their gradients between replicas on the host,
 //! matched by their position in the module's traversal order: every replica is built by its own
 //! call of the factory, so its `ParamId`s differ from the main replica's, but its module tree is
-//! the same.
+//! the same. On CUDA the gradients can instead be summed in place by Burn's all-reduce (NCCL),
+//! rank by rank in the same traversal order.
 
 use burn::module::{ModuleMapper, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
+use burn::tensor::distributed::{ReduceOperation, all_reduce};
 
 /// The host values of a module's trainable parameters, in traversal order.
 pub(crate) type HostValues = Vec<TensorData>;
@@ -175,4 +177,38 @@ pub(crate) fn add_host_gradients<M: Module>(
         ));
     }
     Ok(())
+}
+
+struct AllReduce<'a> {
+    grads: &'a mut GradientsParams,
+    devices: &'a [Device],
+}
+
+impl ModuleVisitor for AllReduce<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if !param.is_require_grad() {
+            return;
+        }
+        let g = self
+            .grads
+            .remove::<D>(param.id)
+            .unwrap_or_else(|| Tensor::<D>::zeros(param.dims(), &param.device().inner()));
+        let sum = all_reduce(g, ReduceOperation::Sum, self.devices.to_vec()).resolve();
+        self.grads.register::<D>(param.id, sum);
+    }
+}
+
+/// Replaces `module`'s trainable gradients by their sum over every rank of `devices`, in place,
+/// with Burn's collective all-reduce (NCCL on CUDA). Every rank must call it with the same
+/// module tree at the same point; a missing gradient counts as zeros.
+///
+/// # Panics
+/// On backends without collectives (Flex, NdArray, wgpu): Burn 0.22.1 implements `all_reduce`
+/// only for CUDA (docs/scaling.md).
+pub(crate) fn all_reduce_gradients<M: Module>(
+    module: &M,
+    grads: &mut GradientsParams,
+    devices: &[Device],
+) {
+    module.visit(&mut AllReduce { grads, devices });
 }

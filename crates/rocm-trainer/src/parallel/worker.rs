@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
 
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use rocm_sampler::Branch;
 
@@ -28,6 +29,8 @@ pub(crate) enum Command {
         micro_batches: Vec<Vec<(String, u64)>>,
         /// The factor of the rank's summed gradients.
         scale: f64,
+        /// Keep the gradients for [`Command::AllReduce`] instead of sending them.
+        keep: bool,
     },
     /// Policy gradient, first half: set the adapters, roll out these micro-batches and keep
     /// the rollouts for [`Command::PolicyGradient`].
@@ -45,6 +48,13 @@ pub(crate) enum Command {
         advantages: Vec<f32>,
         /// One over the iteration's trained transitions.
         weight: f64,
+        /// Keep the gradients for [`Command::AllReduce`] instead of sending them.
+        keep: bool,
+    },
+    /// Sum the kept gradients over every rank with Burn's all-reduce (NCCL on CUDA).
+    AllReduce {
+        /// Every rank's device, rank order.
+        devices: Arc<Vec<Device>>,
     },
     /// Set the adapters, then evaluate these pairs with the policy.
     Evaluate {
@@ -92,6 +102,8 @@ pub(crate) enum Reply {
         /// Its per-step divergence sums.
         div_sums: Vec<f64>,
     },
+    /// [`Command::AllReduce`] is done.
+    Reduced,
     /// [`Command::Evaluate`]'s rewards and images on the host.
     Evaluate {
         /// One reward per pair.
@@ -217,10 +229,13 @@ fn serve<const D: usize, M, F>(
     if outbox.send(Ok(Reply::Ready)).is_err() {
         return;
     }
-    let mut rollouts: Vec<Rollout<D>> = Vec::new();
+    let mut kept = Kept {
+        rollouts: Vec::new(),
+        grads: None,
+    };
     while let Ok(command) = inbox.recv() {
         let answer = catch_unwind(AssertUnwindSafe(|| {
-            answer(&mut trainer, &mut rollouts, command)
+            answer(&mut trainer, &mut kept, command)
         }));
         let reply = match answer {
             Ok(reply) => reply,
@@ -232,10 +247,32 @@ fn serve<const D: usize, M, F>(
     }
 }
 
+/// What a replica keeps between commands.
+struct Kept<const D: usize> {
+    /// The rollouts of [`Command::Rollouts`], for [`Command::PolicyGradient`].
+    rollouts: Vec<Rollout<D>>,
+    /// Gradients kept for [`Command::AllReduce`].
+    grads: Option<GradientsParams>,
+}
+
+/// The host copy of `grads`, or none when they are kept for the all-reduce.
+fn send_or_keep<const D: usize, M: TrainableModel<D>>(
+    trainer: &RocmTrainer<D, M>,
+    kept: &mut Kept<D>,
+    grads: GradientsParams,
+    keep: bool,
+) -> HostGrads {
+    if keep {
+        kept.grads = Some(grads);
+        return Vec::new();
+    }
+    transfer::host_gradients(trainer.model(), &grads)
+}
+
 /// One command's answer.
 fn answer<const D: usize, M: TrainableModel<D>>(
     trainer: &mut RocmTrainer<D, M>,
-    rollouts: &mut Vec<Rollout<D>>,
+    kept: &mut Kept<D>,
     command: Command,
 ) -> Result<Reply, String> {
     let text = |e: Error| e.to_string();
@@ -245,6 +282,7 @@ fn answer<const D: usize, M: TrainableModel<D>>(
             values,
             micro_batches,
             scale,
+            keep,
         } => {
             trainer.set_adapter_values(&values)?;
             let RocmShard {
@@ -256,7 +294,7 @@ fn answer<const D: usize, M: TrainableModel<D>>(
                 .rocm_shard(step, &micro_batches, Some(scale))
                 .map_err(text)?;
             Ok(Reply::Rocm {
-                grads: transfer::host_gradients(trainer.model(), &grads),
+                grads: send_or_keep(trainer, kept, grads, keep),
                 loss_sum,
                 rewards,
                 div_sums,
@@ -268,17 +306,22 @@ fn answer<const D: usize, M: TrainableModel<D>>(
             micro_batches,
         } => {
             trainer.set_adapter_values(&values)?;
-            *rollouts = trainer.rollouts(step, &micro_batches).map_err(text)?;
+            kept.rollouts = trainer.rollouts(step, &micro_batches).map_err(text)?;
             Ok(Reply::Rollouts {
-                micro_batches: rollouts
+                micro_batches: kept
+                    .rollouts
                     .iter()
                     .map(|r| (r.prompts.clone(), r.rewards.clone()))
                     .collect(),
-                transitions: rollouts.iter().map(|r| r.transitions.len()).sum(),
+                transitions: kept.rollouts.iter().map(|r| r.transitions.len()).sum(),
             })
         }
-        Command::PolicyGradient { advantages, weight } => {
-            let kept = std::mem::take(rollouts);
+        Command::PolicyGradient {
+            advantages,
+            weight,
+            keep,
+        } => {
+            let rollouts = std::mem::take(&mut kept.rollouts);
             let PolicyGradientShard {
                 grads,
                 loss_sum,
@@ -286,15 +329,23 @@ fn answer<const D: usize, M: TrainableModel<D>>(
                 clip_sum,
                 div_sums,
             } = trainer
-                .policy_gradient_shard(&kept, &advantages, weight)
+                .policy_gradient_shard(&rollouts, &advantages, weight)
                 .map_err(text)?;
             Ok(Reply::PolicyGradient {
-                grads: transfer::host_gradients(trainer.model(), &grads),
+                grads: send_or_keep(trainer, kept, grads, keep),
                 loss_sum,
                 kl_sum,
                 clip_sum,
                 div_sums,
             })
+        }
+        Command::AllReduce { devices } => {
+            let mut grads = kept
+                .grads
+                .take()
+                .ok_or("an all-reduce without gradients".to_string())?;
+            transfer::all_reduce_gradients(trainer.model(), &mut grads, &devices);
+            Ok(Reply::Reduced)
         }
         Command::Evaluate {
             values,

@@ -8,8 +8,8 @@ use super::policy_gradient::PolicyGradientShard;
 use super::{IterationGradients, RocmTrainer, TrainableModel, rocm_summary};
 use crate::Error;
 use crate::parallel::{
-    Command, Replicas, Reply, add_host_gradients, effective_batch, rank_slice,
-    set_trainable_values, shared_values,
+    Command, Replicas, Reply, add_host_gradients, all_reduce_gradients, effective_batch,
+    rank_slice, set_trainable_values, shared_values,
 };
 
 impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
@@ -105,6 +105,7 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
                     values: values.clone(),
                     micro_batches,
                     scale,
+                    keep: replicas.all_reduce.is_some(),
                 })
             })
             .collect();
@@ -121,14 +122,14 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
             else {
                 return Err(unexpected(rank));
             };
-            add_host_gradients(&self.model, &mut total.grads, &grads)
-                .map_err(|message| Error::Replica { rank, message })?;
+            self.add_gradients(replicas, &mut total.grads, rank, &grads)?;
             total.loss_sum += loss_sum;
             for (a, d) in total.div_sums.iter_mut().zip(div_sums) {
                 *a += d;
             }
             rewards_by_rank.push(rewards);
         }
+        self.all_reduce(replicas, &mut total.grads)?;
         // The rewards in the order of one device's batch: micro-batch, then rank.
         total.rewards = (0..micro)
             .flat_map(|j| {
@@ -219,10 +220,17 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
             }
         }
         let weight = 1.0 / trained.max(1) as f64;
+        let keep = replicas.all_reduce.is_some();
         let own_advantages = rank_advantages.remove(0);
         let commands = rank_advantages
             .into_iter()
-            .map(|advantages| Some(Command::PolicyGradient { advantages, weight }))
+            .map(|advantages| {
+                Some(Command::PolicyGradient {
+                    advantages,
+                    weight,
+                    keep,
+                })
+            })
             .collect();
         let (mut total, replies) = replicas.round(commands, || {
             self.policy_gradient_shard(&own_rollouts, &own_advantages, weight)
@@ -238,8 +246,7 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
             else {
                 return Err(unexpected(rank));
             };
-            add_host_gradients(&self.model, &mut total.grads, &grads)
-                .map_err(|message| Error::Replica { rank, message })?;
+            self.add_gradients(replicas, &mut total.grads, rank, &grads)?;
             let PolicyGradientShard {
                 loss_sum: l,
                 kl_sum: k,
@@ -254,7 +261,48 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
                 *a += x;
             }
         }
+        self.all_reduce(replicas, &mut total.grads)?;
         self.policy_gradient_summary(step, total, &all_rewards, trained, micro * n)
+    }
+
+    /// Adds rank `rank`'s host gradients into `grads` (nothing with the all-reduce, which sums
+    /// them in [`RocmTrainer::all_reduce`]).
+    fn add_gradients(
+        &self,
+        replicas: &Replicas,
+        grads: &mut burn::optim::GradientsParams,
+        rank: usize,
+        host: &[Option<TensorData>],
+    ) -> Result<(), Error> {
+        if replicas.all_reduce.is_some() {
+            return Ok(());
+        }
+        add_host_gradients(&self.model, grads, host)
+            .map_err(|message| Error::Replica { rank, message })
+    }
+
+    /// With the collective all-reduce, one more round once every rank has its gradient: each
+    /// sums them in place (rank 0's `grads` here, the others' kept ones).
+    fn all_reduce(
+        &self,
+        replicas: &mut Replicas,
+        grads: &mut burn::optim::GradientsParams,
+    ) -> Result<(), Error> {
+        let Some(devices) = replicas.all_reduce.clone() else {
+            return Ok(());
+        };
+        let commands = (1..replicas.devices())
+            .map(|_| {
+                Some(Command::AllReduce {
+                    devices: devices.clone(),
+                })
+            })
+            .collect();
+        replicas.round(commands, || {
+            all_reduce_gradients(&self.model, grads, &devices);
+            Ok(())
+        })?;
+        Ok(())
     }
 
     /// [`RocmTrainer::evaluate_with_images`] of the policy, sharded over the replicas in
