@@ -1,7 +1,7 @@
 //! Trains the shapes world's models from scratch, reproducibly, and writes the shipped folders.
 //!
 //! ```text
-//! cargo run --release -p rocm-shapes --example build_world -- --stage vae|clip|pref|aesthetic|all \
+//! cargo run --release -p rocm-shapes --example build_world -- --stage vae|clip|pref|aesthetic|teacher|distill|all \
 //!     [--out crates/rocm-shapes/assets/world] [--work target/shapes-world] [--seed 0] [--scale 1] [--resume]
 //! ```
 //!
@@ -23,12 +23,12 @@ use rocm_shapes::build::{BuildPlan, STAGES, Stage, StageSummary};
 
 fn cli() -> Command {
     Command::new("build_world")
-        .about("Train the shapes world's VAE, CLIP, preference model and aesthetic head")
+        .about("Train the shapes world's VAE, CLIP, preference model, aesthetic head, diffusion teacher and LCM")
         .arg(
             Arg::new("stage")
                 .long("stage")
                 .default_value("all")
-                .help("vae, clip, pref, aesthetic or all"),
+                .help("vae, clip, pref, aesthetic, teacher, distill or all"),
         )
         .arg(
             Arg::new("out")

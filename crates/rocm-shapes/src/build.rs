@@ -12,7 +12,13 @@ use rocm_models::clip::CLIPModel;
 use rocm_models::tokenizer::CLIPTokenizer;
 use rocm_rewards::{Aesthetic, ClipBackbone, PickScore, RewardModel};
 
+mod diffusion;
+pub use diffusion::{
+    CACHE_SCENES, EVAL_COMPOSITIONAL, EVAL_TEST, LCM_EVAL, TEACHER_EVAL, pipeline_weights,
+};
+
 use crate::Error;
+use crate::evaluate::Grid;
 use crate::render::{Image, render};
 use crate::tokenizer::WorldBpe;
 use crate::train::{self, StageOptions, StepReport, aesthetic, clip, pref, vae};
@@ -29,6 +35,11 @@ pub fn check_writable(dir: &Path) -> Result<(), Error> {
     })
 }
 
+/// Optimisation steps of the teacher (at `--scale 1`).
+pub const TEACHER_STEPS: usize = 3000;
+/// Optimisation steps of the distillation (at `--scale 1`).
+pub const DISTILL_STEPS: usize = 1500;
+
 /// A stage of the build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
@@ -40,10 +51,23 @@ pub enum Stage {
     Pref,
     /// The aesthetic model (`aesthetic/`: a CLIP folder and its head, needs `pref/`).
     Aesthetic,
+    /// The diffusion teacher (`shapes-teacher/`, a `StableDiffusionPipeline` folder; needs
+    /// `vae/` and `clip/`).
+    Teacher,
+    /// The distilled latent consistency model (`shapes-lcm/`, a
+    /// `LatentConsistencyModelPipeline` folder; needs `shapes-teacher/`).
+    Distill,
 }
 
 /// Every stage, in build order.
-pub const STAGES: [Stage; 4] = [Stage::Vae, Stage::Clip, Stage::Pref, Stage::Aesthetic];
+pub const STAGES: [Stage; 6] = [
+    Stage::Vae,
+    Stage::Clip,
+    Stage::Pref,
+    Stage::Aesthetic,
+    Stage::Teacher,
+    Stage::Distill,
+];
 
 impl Stage {
     /// The stage's name and output folder.
@@ -53,6 +77,17 @@ impl Stage {
             Self::Clip => "clip",
             Self::Pref => "pref",
             Self::Aesthetic => "aesthetic",
+            Self::Teacher => "teacher",
+            Self::Distill => "distill",
+        }
+    }
+
+    /// The stage's output folder under the build's `out`.
+    pub fn folder(self) -> &'static str {
+        match self {
+            Self::Teacher => "shapes-teacher",
+            Self::Distill => "shapes-lcm",
+            other => other.name(),
         }
     }
 
@@ -64,7 +99,7 @@ impl Stage {
             .ok_or_else(|| Error::Setting {
                 name: "stage".into(),
                 value: name.into(),
-                reason: "expected vae, clip, pref, aesthetic or all".into(),
+                reason: "expected vae, clip, pref, aesthetic, teacher, distill or all".into(),
             })
     }
 }
@@ -95,6 +130,8 @@ pub struct StageSummary {
     pub final_loss: f32,
     /// `(name, value)` of the held-out measurements.
     pub metrics: Vec<(String, f64)>,
+    /// Sample grids to write into the stage's folder (the diffusion stages).
+    pub grids: Vec<Grid>,
     /// Bytes of the exported weights.
     pub weight_bytes: u64,
 }
@@ -106,6 +143,8 @@ impl BuildPlan {
             Stage::Clip => (2000, 64, 1e-3),
             Stage::Pref => (2000, 32, 2e-4),
             Stage::Aesthetic => (1200, 64, 2e-3),
+            Stage::Teacher => (TEACHER_STEPS, 64, 1e-3),
+            Stage::Distill => (DISTILL_STEPS, 32, 1e-4),
         };
         StageOptions {
             steps: ((steps as f64 * self.scale).round() as usize).max(1),
@@ -118,7 +157,7 @@ impl BuildPlan {
 
     /// The shipped folder of `stage`.
     pub fn dir(&self, stage: Stage) -> PathBuf {
-        self.out.join(stage.name())
+        self.out.join(stage.folder())
     }
 
     fn eval_count(&self, full: usize) -> usize {
@@ -143,6 +182,7 @@ impl BuildPlan {
             on_step(r);
         };
         let bpe = WorldBpe::learn();
+        let mut grids = Vec::new();
         let (metrics, weights) = match stage {
             Stage::Vae => {
                 let config = vae::world_vae_config();
@@ -254,6 +294,12 @@ impl BuildPlan {
                 )];
                 (metrics, vec![dir.join("model.safetensors"), path])
             }
+            Stage::Teacher | Stage::Distill => {
+                let (metrics, grid) =
+                    self.run_diffusion(stage, &options, &work, device, &mut report)?;
+                grids = grid;
+                (metrics, pipeline_weights(&dir))
+            }
         };
         let weight_bytes = weights
             .iter()
@@ -265,6 +311,7 @@ impl BuildPlan {
             seconds: start.elapsed().as_secs_f64(),
             final_loss: last,
             metrics,
+            grids,
             weight_bytes,
         })
     }
@@ -339,6 +386,27 @@ fn how_made(stage: Stage) -> &'static str {
              learns to ignore what taste measures, so a head on frozen embeddings ranks taste poorly. \
              Load it with `--reward aesthetic --reward-model <world>/aesthetic --reward-head <world>/aesthetic/head.safetensors`."
         }
+        Stage::Teacher => {
+            "A diffusers `StableDiffusionPipeline` folder (`DDIMScheduler` with Stable Diffusion 1.x's settings, for \
+             the diffusion baselines DDPO, DPOK and D3PO). `unet/` is a `UNet2DConditionModel` (two levels of 32 and 64 \
+             channels on the 4 × 8 × 8 latents, one resnet per down block, cross-attention with 4 heads in every block, \
+             `cross_attention_dim` 64) trained from scratch with the ε-prediction loss on SD's scaled-linear \
+             1000-step schedule, on the scaled latents of 8192 training renders encoded by the world VAE (`../vae`, \
+             copied as `vae/`), conditioned on the world CLIP's text tower (`../clip`'s `text_model`, copied as \
+             `text_encoder/` with its tokenizer), each caption replaced by the empty prompt with probability 0.1 \
+             (classifier-free guidance). AdamW, batch 64, warm-up + cosine learning rate."
+        }
+        Stage::Distill => {
+            "A diffusers `LatentConsistencyModelPipeline` folder (`LCMScheduler`, 50 original steps). `unet/` is the \
+             teacher's (`../shapes-teacher`) `UNet2DConditionModel` plus a guidance embedding (`time_cond_proj_dim` \
+             32, diffusers' `guidance_scale_embedding` of `w`), trained by latent consistency distillation as \
+             diffusers' `train_lcm_distill_sd_wds.py` does: a timestep `t` of the 50-step skip grid, `w ~ U[2, 8]`, \
+             one DDIM step of the teacher with classifier-free guidance `w` from `t` to `t − 20`, an EMA target \
+             network (decay 0.95) evaluated there, a Huber loss (c = 0.001) between the student's and the target's \
+             consistency functions `c_skip x + c_out x̂_0` with the `LCMScheduler`'s boundary scalings. AdamW, \
+             batch 32, warm-up + cosine learning rate. `vae/`, `text_encoder/` and `tokenizer/` are the teacher's. \
+             Sample it with guidance scale `g` (diffusers' `w = g − 1`), e.g. 4 to 8 steps at `g = 5`."
+        }
     }
 }
 
@@ -347,7 +415,7 @@ pub fn write_readme(plan: &BuildPlan, summary: &StageSummary) -> Result<(), Erro
     let stage = summary.stage;
     let mut text = format!(
         "# The shapes world: `{}`\n\n{}\n\n",
-        stage.name(),
+        stage.folder(),
         how_made(stage)
     );
     text.push_str(&format!(
@@ -365,13 +433,25 @@ pub fn write_readme(plan: &BuildPlan, summary: &StageSummary) -> Result<(), Erro
     for (k, v) in &summary.metrics {
         text.push_str(&format!("| {k} | {v:.4} |\n"));
     }
+    for grid in &summary.grids {
+        crate::evaluate::write_grid(grid, 4, &plan.dir(stage).join(&grid.file))?;
+        let (head, prompts) = grid.caption.split_first().unzip();
+        text.push_str(&format!(
+            "\n{} (rows of {}, left to right):\n\n![{}]({})\n\n{}\n",
+            head.map(String::as_str).unwrap_or(""),
+            grid.cols,
+            grid.file,
+            grid.file,
+            prompts.unwrap_or_default().join("; ")
+        ));
+    }
     text.push_str(&format!(
         "\nWeights: {} bytes ({}).\n\n",
         summary.weight_bytes,
-        if stage == Stage::Aesthetic {
-            "CLIP f16, head f32"
-        } else {
-            "f16"
+        match stage {
+            Stage::Aesthetic => "CLIP f16, head f32",
+            Stage::Teacher | Stage::Distill => "UNet, VAE and text encoder, f16",
+            _ => "f16",
         }
     ));
     text.push_str(

@@ -32,6 +32,9 @@ pub enum Error {
     /// A model folder failed to load through rocm-models.
     #[error(transparent)]
     Models(#[from] rocm_models::Error),
+    /// A pipeline folder failed to load or to sample through rocm-models.
+    #[error(transparent)]
+    Pipeline(#[from] rocm_models::PipelineError),
     /// A reward failed to load through rocm-rewards.
     #[error(transparent)]
     Rewards(#[from] rocm_rewards::Error),

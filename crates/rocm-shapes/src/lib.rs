@@ -7,15 +7,19 @@
 //!   deterministic, used to label comparisons and to evaluate (never as a training reward).
 //! - [`tokenizer`]: the world-sized CLIP tokenizer (byte-level BPE whose merges make every grammar
 //!   word one token), written as the files `CLIPTokenizer` loads.
-//! - [`train`]: the training stages (VAE, CLIP, preference model, aesthetic head) on Burn, and
-//!   [`export`]: writing them in the diffusers / transformers layouts.
+//! - [`train`]: the training stages (VAE, CLIP, preference model, aesthetic head, the diffusion
+//!   teacher and its latent consistency distillation) on Burn, [`export`]: writing them in the
+//!   diffusers / transformers layouts, and [`pipelines`]: the diffusers pipeline folders.
+//! - [`evaluate`]: sampling the pipelines on held-out prompts, scored by h's detector.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod build;
 pub mod error;
+pub mod evaluate;
 pub mod export;
 pub mod hidden;
 mod io;
+pub mod pipelines;
 pub mod render;
 pub mod tokenizer;
 pub mod train;

@@ -10,7 +10,9 @@ use rocm_models::clip::CLIPModel;
 use rocm_models::tokenizer::CLIPTokenizer;
 use rocm_shapes::build::{BuildPlan, Stage, check_writable};
 use rocm_shapes::tokenizer::WorldBpe;
-use rocm_shapes::train::{StageOptions, StepReport, Trainer, aesthetic, clip, pref, vae};
+use rocm_shapes::train::{
+    StageOptions, StepReport, Trainer, aesthetic, clip, distill, pref, teacher, vae,
+};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("rocm-shapes-{name}-{}", std::process::id()));
@@ -232,4 +234,205 @@ fn a_stage_initialises_from_its_seed() {
     let a = weights(5, "seed-a");
     assert_eq!(a, weights(5, "seed-b"));
     assert_ne!(a, weights(6, "seed-c"));
+}
+
+/// A latent cache of 32 training scenes from a random tiny VAE and text tower (the diffusion
+/// stages' data path), with the tokenizer written to `dir`.
+fn tiny_cache(dir: &Path, device: &Device) -> rocm_shapes::train::latents::LatentCache {
+    let bpe = WorldBpe::learn();
+    let tok = tokenizer(dir);
+    let (config, _) = tiny_clip(&bpe, device);
+    let text = rocm_models::TextEncoder::new(tok, config.text_config.init(device), device);
+    let vae = vae::tiny_vae_config().init(device);
+    rocm_shapes::train::latents::LatentCache::build(
+        &vae,
+        &text,
+        rocm_shapes::Split::Train,
+        0,
+        32,
+        device,
+    )
+    .unwrap()
+}
+
+fn tiny_unet_config() -> rocm_models::UNet2DConditionModelConfig {
+    // The tiny CLIP's text width is 16; the tiny VAE's latents are 4 × 16 × 16.
+    teacher::tiny_unet_config(16).with_sample_size(16)
+}
+
+#[test]
+fn the_teacher_stage_trains_and_resumes() {
+    let device = Device::flex();
+    let work = scratch("teacher");
+    let cache = tiny_cache(&work, &device);
+    assert_eq!(cache.latent_shape, [4, 16, 16]);
+    let config = tiny_unet_config();
+    let l = losses(|f| {
+        teacher::train(&config, &cache, &options(24, 8, 3e-3), &work, &device, f).unwrap();
+    });
+    assert_falls("teacher", &l);
+    let work2 = scratch("teacher-resume");
+    let first = StageOptions {
+        checkpoint_every: 4,
+        ..options(4, 8, 3e-3)
+    };
+    teacher::train(&config, &cache, &first, &work2, &device, &mut |_| {}).unwrap();
+    let rest = StageOptions {
+        checkpoint_every: 4,
+        ..options(6, 8, 3e-3)
+    };
+    let resumed = losses(|f| {
+        teacher::train(&config, &cache, &rest, &work2, &device, f).unwrap();
+    });
+    assert_eq!(resumed.len(), 2, "resumed from step 4 of 6");
+}
+
+#[test]
+fn the_distillation_stage_trains_from_the_teacher() {
+    let device = Device::flex();
+    let work = scratch("distill");
+    let cache = tiny_cache(&work, &device);
+    let config = tiny_unet_config();
+    let teacher_model = teacher::train(
+        &config,
+        &cache,
+        &options(8, 8, 3e-3),
+        &work.join("teacher"),
+        &device,
+        &mut |_| {},
+    )
+    .unwrap();
+    let settings = distill::DistillOptions {
+        time_cond_proj_dim: 8,
+        ..Default::default()
+    };
+    let student_config = distill::student_config(&config, &settings);
+    // The student starts as the teacher: same output without the guidance embedding's effect
+    // is not checkable, but every shared weight is copied.
+    let student = distill::student_from_teacher(&teacher_model, &student_config, &device).unwrap();
+    assert_eq!(
+        student.conv_in.weight.val().into_data(),
+        teacher_model.conv_in.weight.val().into_data()
+    );
+    assert!(student.time_embedding.cond_proj.is_some());
+    // The stage: finite losses, falling.
+    let l = losses(|f| {
+        distill::train(
+            &teacher_model,
+            &student_config,
+            &cache,
+            &options(24, 8, 3e-3),
+            &settings,
+            &work.join("lcm"),
+            &device,
+            f,
+        )
+        .unwrap();
+    });
+    assert_falls("distill", &l);
+}
+
+#[test]
+fn the_ema_moves_the_target_towards_the_online_network() {
+    let device = Device::flex();
+    let config = tiny_unet_config();
+    device.seed(1);
+    let target = config.init(&device);
+    device.seed(2);
+    let online = config.init(&device);
+    let value = |m: &rocm_models::UNet2DConditionModel| {
+        m.conv_out
+            .weight
+            .val()
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap()
+    };
+    let (t0, o) = (value(&target), value(&online));
+    let updated = value(&distill::update_ema(target, &online, 0.75));
+    for ((u, t), o) in updated.iter().zip(&t0).zip(&o) {
+        assert!((u - (0.75 * t + 0.25 * o)).abs() < 1e-6, "{u} {t} {o}");
+    }
+}
+
+/// Both diffusion pipeline folders load through the repo's own loaders (`LcmPipeline`, its
+/// `ddim_scheduler()`), sample finite images in `[0, 1]`, and name a bad file on failure.
+#[test]
+fn the_pipeline_folders_load_and_sample() {
+    use rocm_models::{LcmPipeline, UNet2DConditionModel};
+    use rocm_shapes::pipelines::{PipelineKind, export};
+    let device = Device::flex();
+    let dir = scratch("pipelines");
+    let bpe = WorldBpe::learn();
+    let (clip_config, clip_model) = tiny_clip(&bpe, &device);
+    let clip_dir = dir.join("clip");
+    clip::export(&clip_model, &clip_config, &bpe, &clip_dir).unwrap();
+    let vae_dir = dir.join("vae");
+    let vae_config = vae::tiny_vae_config();
+    vae::export(&vae_config.init(&device), &vae_config, 0.5, &vae_dir).unwrap();
+    let config = tiny_unet_config();
+    let lcm_config = config.clone().with_time_cond_proj_dim(Some(8));
+    let prompts = ["a red circle", "a small blue square on a white background"];
+    for (kind, unet_config) in [
+        (PipelineKind::StableDiffusionDdim, &config),
+        (PipelineKind::Lcm, &lcm_config),
+    ] {
+        let unet = unet_config.init(&device);
+        let out = dir.join(format!("{kind:?}"));
+        export(kind, &unet, unet_config, &vae_dir, &clip_dir, &out).unwrap();
+        let pipeline = LcmPipeline::from_folder(&out, &device).unwrap();
+        let images = match kind {
+            PipelineKind::Lcm => {
+                rocm_shapes::evaluate::lcm_samples(&pipeline, &prompts.map(String::from), 2, 5.0, 0)
+            }
+            PipelineKind::StableDiffusionDdim => rocm_shapes::evaluate::ddim_samples(
+                &pipeline,
+                &prompts.map(String::from),
+                3,
+                5.0,
+                0,
+            ),
+        }
+        .unwrap();
+        assert_eq!(images.len(), 2);
+        for image in &images {
+            assert!(image.pixels.iter().all(|v| (0.0..=1.0).contains(v)));
+        }
+        // The exported UNet is the trained one, key for key (strict load).
+        let reloaded = UNet2DConditionModel::from_pretrained(out.join("unet"), &device).unwrap();
+        assert_eq!(reloaded.time_cond_proj_dim, unet.time_cond_proj_dim);
+    }
+    let index = std::fs::read_to_string(dir.join("Lcm/model_index.json")).unwrap();
+    assert!(index.contains("LatentConsistencyModelPipeline"), "{index}");
+    let scheduler =
+        std::fs::read_to_string(dir.join("StableDiffusionDdim/scheduler/scheduler_config.json"))
+            .unwrap();
+    assert!(scheduler.contains("DDIMScheduler"), "{scheduler}");
+    // A truncated UNet file is an error naming it.
+    let weights = dir.join("Lcm/unet/diffusion_pytorch_model.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+    let e = LcmPipeline::from_folder(dir.join("Lcm"), &device).unwrap_err();
+    let s = one_line(&e);
+    assert!(s.contains("diffusion_pytorch_model.safetensors"), "{s}");
+}
+
+#[test]
+fn colour_and_shape_are_judged_by_the_detector() {
+    use rocm_shapes::evaluate::colour_and_shape_right;
+    let scenes = rocm_shapes::Split::Test.scenes(0, 40);
+    for scene in &scenes {
+        let image = rocm_shapes::render(scene);
+        assert!(
+            colour_and_shape_right(&image, &scene.caption),
+            "{}",
+            scene.caption
+        );
+    }
+    // A render judged against another scene's caption is mostly wrong.
+    let wrong = scenes
+        .windows(2)
+        .filter(|w| !colour_and_shape_right(&rocm_shapes::render(&w[0]), &w[1].caption))
+        .count();
+    assert!(wrong > 30, "{wrong} of 39 mismatched captions judged wrong");
 }

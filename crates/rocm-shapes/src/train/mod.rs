@@ -1,14 +1,19 @@
 //! Training the world's models on Burn, each stage resumable from its checkpoint:
 //! [`vae`] (AutoencoderKL), [`clip`] (contrastive CLIPModel + tokenizer), [`pref`] (a CLIPModel
 //! scored like PickScore, Bradley–Terry on h-labelled pairs) and [`aesthetic`] (the LAION head
-//! format on CLIP image embeddings, regressed on h's taste).
+//! format on CLIP image embeddings, regressed on h's taste), and the diffusion stages on the
+//! [`latents`] cache: [`teacher`] (a `UNet2DConditionModel`, ε-prediction with prompt dropout)
+//! and [`distill`] (latent consistency distillation with an EMA target).
 //!
 //! Data are drawn per step from the step's own seed, so a resumed run sees the same batches; a
 //! checkpoint holds the weights (f32) and the step, and AdamW's moments restart on resume.
 
 pub mod aesthetic;
 pub mod clip;
+pub mod distill;
+pub mod latents;
 pub mod pref;
+pub mod teacher;
 pub mod vae;
 
 use std::path::Path;
