@@ -35,15 +35,16 @@ pub enum Error {
         /// Why the value is rejected.
         message: String,
     },
-    /// The loss (or gradient norm) became NaN or infinite; the run stopped before updating.
+    /// A weight, latent, reward, the loss or the gradient norm became NaN or infinite; the run
+    /// stopped before updating (the earliest culprit is named: [`crate::NonFiniteValue`]).
     #[error(
         "training step {step}: {what} is not finite ({value}); the last good checkpoint is kept"
     )]
     NonFinite {
         /// The 1-based training iteration that failed.
         step: usize,
-        /// Which quantity: `loss`, `reward`, `grad norm`.
-        what: &'static str,
+        /// Which quantity: a weight (by path), a latent, a reward, the loss, the grad norm.
+        what: crate::NonFiniteValue,
         /// Its value.
         value: f64,
     },

@@ -23,8 +23,8 @@ pub(crate) use policy_gradient::{PolicyGradientShard, Rollout};
 
 use crate::objective::{RocmObjective, step_divergence};
 use crate::{
-    Error, GuidanceKind, IterationMetrics, LatentReward, MetricsWriter, PromptEncoder, TrainConfig,
-    grads,
+    Error, GuidanceKind, IterationMetrics, LatentReward, MetricsWriter, NonFiniteValue,
+    PromptEncoder, TrainConfig, finite, grads,
 };
 
 /// What a model needs to be trained by [`RocmTrainer`]: a [`ConsistencyModel`] that is also a
@@ -285,7 +285,8 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
     /// [`RocmTrainer::train_iteration`]. With replicas ([`RocmTrainer::with_replicas`]) each
     /// rank computes its shard of the batch (docs/scaling.md).
     ///
-    /// Errors when the sampler refuses the options, the loss is not finite, or a replica fails.
+    /// Errors when the sampler refuses the options, a weight, latent, reward or the loss is not
+    /// finite ([`Error::NonFinite`] names the earliest culprit), or a replica fails.
     pub fn iteration_gradients(&mut self) -> Result<IterationGradients, Error> {
         if self.replicas.is_some() {
             return self.parallel_iteration_gradients();
@@ -355,8 +356,22 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
                     mode,
                 )
                 .map_err(|source| Error::Sampler { step, source })?;
-            loss_sum += f64::from(out.loss.into_scalar::<f32>());
-            rewards.extend(host_values(out.final_term).into_iter().map(|r| -r));
+            let chunk_loss = f64::from(out.loss.into_scalar::<f32>());
+            let chunk_rewards: Vec<f64> = host_values(out.final_term)
+                .into_iter()
+                .map(|r| -r)
+                .collect();
+            if !finite::step_is_finite(&out.trajectory, &chunk_rewards, chunk_loss) {
+                let (what, value) = finite::culprit(
+                    &self.model,
+                    &out.trajectory,
+                    &chunk_rewards,
+                    Some(chunk_loss),
+                );
+                return Err(Error::NonFinite { step, what, value });
+            }
+            loss_sum += chunk_loss;
+            rewards.extend(chunk_rewards);
             for s in &out.trajectory.steps {
                 let d = s
                     .policy
@@ -402,7 +417,7 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
         if !grad_norm.is_finite() {
             return Err(Error::NonFinite {
                 step,
-                what: "grad norm",
+                what: NonFiniteValue::GradNorm,
                 value: grad_norm,
             });
         }
@@ -441,8 +456,9 @@ impl<const D: usize, M: TrainableModel<D> + rocm_lora::LoraContainer> RocmTraine
     /// evaluating every `config.eval_every` iterations (and at the end; see
     /// [`RocmTrainer::write_eval`]), checkpointing every `config.checkpoint_every` iterations
     /// (and at the end) under `<output_dir>/checkpoints`, and calling `on_iteration` after each
-    /// iteration. A non-finite loss stops the run with [`Error::NonFinite`]; the last checkpoint
-    /// stays. Evaluation draws nothing from the run's RNG, so it does not change training.
+    /// iteration. A non-finite weight, latent, reward or loss stops the run with
+    /// [`Error::NonFinite`] naming it; the last checkpoint stays. Evaluation draws nothing from
+    /// the run's RNG, so it does not change training.
     pub fn run(
         &mut self,
         on_iteration: impl FnMut(&IterationMetrics),
@@ -543,7 +559,7 @@ pub(crate) fn rocm_summary(
     if !loss.is_finite() {
         return Err(Error::NonFinite {
             step,
-            what: "loss",
+            what: NonFiniteValue::Loss,
             value: loss,
         });
     }

@@ -1,18 +1,21 @@
 //! The ROCM loop on the toy point model: learning, the objective's terms, accumulation,
-//! clipping, exact resume and NaN handling.
+//! clipping, exact resume and NaN handling (a NaN reward, weight or overflowing latent stops the
+//! run naming it, keeps the last checkpoint, and a resume recovers).
 
 #![allow(clippy::unwrap_used)]
 
 use std::cell::Cell;
 use std::path::PathBuf;
 
+use burn::module::Param;
 use burn::prelude::*;
 use rocm_divergence::{Kl, Reduction};
 use rocm_lora::{InitLoraWeights, LoraConfig, TargetModules, apply_lora};
 use rocm_sampler::{Branch, GradientMode, Guidance, Sampler, SamplerNoise, SamplerOptions};
 use rocm_trainer::toy::{self, ToyPointModel, ToyPointModelConfig};
 use rocm_trainer::{
-    Error, GuidanceKind, LatentReward, RocmObjective, RocmTrainer, TrainConfig, checkpoint, grads,
+    Error, GuidanceKind, LatentReward, NonFiniteValue, RocmObjective, RocmTrainer, TrainConfig,
+    checkpoint, grads,
 };
 
 /// The proxy reward: the x-coordinate of the point.
@@ -335,13 +338,17 @@ fn a_nan_reward_stops_the_run_and_keeps_the_last_checkpoint() {
             err,
             Error::NonFinite {
                 step: 3,
-                what: "loss",
+                what: NonFiniteValue::Reward { sample: 0 },
                 ..
             }
         ),
         "{err}"
     );
-    assert!(err.to_string().contains("step 3"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("training step 3: reward of sample 0 is not finite (NaN)"),
+        "{err}"
+    );
     let root = cfg.output_dir.join("checkpoints");
     let latest = checkpoint::latest_checkpoint(&root).unwrap().unwrap();
     assert_eq!(latest, checkpoint::checkpoint_dir(&root, 2));
@@ -356,6 +363,118 @@ fn a_nan_reward_stops_the_run_and_keeps_the_last_checkpoint() {
     let eval = std::fs::read_to_string(cfg.output_dir.join("eval.jsonl")).unwrap();
     assert_eq!(eval.lines().count(), 2);
     std::fs::remove_dir_all(&cfg.output_dir).ok();
+}
+
+/// Trains 2 iterations (checkpoints 1 and 2), then resumes with `damage` done to the model
+/// into a 4-iteration run, which must stop at step 3 keeping checkpoint 2; a resume with the
+/// undamaged model then finishes the run to the bits of an uninterrupted one. Returns the
+/// damaged run's error.
+fn damaged_run_stops_and_resume_recovers(
+    name: &str,
+    damage: impl FnOnce(&mut ToyPointModel),
+) -> Error {
+    let cfg = TrainConfig {
+        checkpoint_every: 1,
+        iterations: 4,
+        ..config(name)
+    };
+    let root = cfg.output_dir.join("checkpoints");
+    let mut first = trainer(
+        XReward,
+        TrainConfig {
+            iterations: 2,
+            ..cfg.clone()
+        },
+    );
+    first.run(|_| {}).unwrap();
+
+    let device = Device::flex().autodiff();
+    let mut model = toy_model(&device);
+    damage(&mut model);
+    let mut damaged = RocmTrainer::builder(cfg.clone())
+        .model(model)
+        .reward(XReward)
+        .unconditional()
+        .scheduler(toy::scheduler())
+        .latent_shape([1, 2])
+        .device(device)
+        .build()
+        .unwrap();
+    damaged
+        .resume(&checkpoint::checkpoint_dir(&root, 2))
+        .unwrap();
+    let err = damaged.run(|_| {}).unwrap_err();
+    eprintln!("{name}: {err}");
+    assert!(err.to_string().starts_with("training step 3: "), "{err}");
+    let latest = checkpoint::latest_checkpoint(&root).unwrap().unwrap();
+    assert_eq!(latest, checkpoint::checkpoint_dir(&root, 2));
+
+    let mut resumed = trainer(XReward, cfg.clone());
+    resumed.resume(&latest).unwrap();
+    resumed.run(|_| {}).unwrap();
+    let mut straight = trainer(XReward, config(&format!("{name}-straight")));
+    for _ in 0..4 {
+        straight.train_iteration().unwrap();
+    }
+    assert_eq!(adapters(straight.model()), adapters(resumed.model()));
+    std::fs::remove_dir_all(&cfg.output_dir).ok();
+    err
+}
+
+#[test]
+fn a_nan_weight_stops_the_run_naming_the_parameter_and_resume_recovers() {
+    let err = damaged_run_stops_and_resume_recovers("nan-weight", |m| {
+        let w = m.hidden[0].weight.val();
+        m.hidden[0].weight = Param::from_tensor(w.mul_scalar(f32::NAN)).set_require_grad(false);
+    });
+    assert!(
+        matches!(&err, Error::NonFinite { step: 3, what: NonFiniteValue::Weight(p), .. } if p == "hidden.0.weight"),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("weight `hidden.0.weight` is not finite (NaN)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_overflowing_latent_stops_the_run_naming_the_latent_and_resume_recovers() {
+    // Finite weights whose output overflows f32: the sampler's states become infinite.
+    let err = damaged_run_stops_and_resume_recovers("inf-latent", |m| {
+        let b = m.linear_out.bias.as_ref().unwrap().val();
+        let huge = b.zeros_like().add_scalar(f32::MAX);
+        m.linear_out.bias = Some(Param::from_tensor(huge).set_require_grad(false));
+    });
+    assert!(
+        matches!(&err, Error::NonFinite { step: 3, what: NonFiniteValue::Latent { k, .. }, .. } if *k >= 1),
+        "{err}"
+    );
+    assert!(err.to_string().contains("latent x_"), "{err}");
+}
+
+#[test]
+fn a_nan_adapter_weight_is_named_by_its_path() {
+    let device = Device::flex().autodiff();
+    let mut model = toy_model(&device);
+    let lora = model.linear_in.lora.as_mut().unwrap();
+    let nan = Tensor::<2>::full(lora.lora_a.val().dims(), f32::NAN, &device);
+    lora.lora_a = Param::from_tensor(nan);
+    let mut t = RocmTrainer::builder(config("nan-adapter"))
+        .model(model)
+        .reward(XReward)
+        .unconditional()
+        .scheduler(toy::scheduler())
+        .latent_shape([1, 2])
+        .device(device)
+        .build()
+        .unwrap();
+    let err = t.train_iteration().unwrap_err();
+    assert!(
+        matches!(&err, Error::NonFinite { step: 1, what: NonFiniteValue::Weight(p), .. } if p == "linear_in.lora.lora_a"),
+        "{err}"
+    );
+    assert_eq!(t.step(), 0);
 }
 
 #[test]

@@ -11,9 +11,9 @@ use rocm_sampler::{
 };
 
 use super::{IterationGradients, RocmTrainer, RolloutSampler, TrainableModel};
-use crate::Error;
 use crate::algorithm::{AlgorithmKind, DpokKl, LastStep};
 use crate::baselines::{StepLoss, d3po_step_loss, dpok_step_loss, ppo_step_loss};
+use crate::{Error, NonFiniteValue, finite};
 
 /// One stored transition `x_k → x_{k+1}` of a micro-batch, from the no-grad rollout.
 pub(crate) struct Transition<const D: usize> {
@@ -149,14 +149,13 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
                 std,
             });
         }
-        let latent = Tensor::<D>::from_data(trajectory.final_latent.into_data(), &self.device);
+        let latent =
+            Tensor::<D>::from_data(trajectory.final_latent.clone().into_data(), &self.device);
         let rewards = host(self.reward.reward(latent, &prompts));
-        if let Some(bad) = rewards.iter().find(|r| !r.is_finite()) {
-            return Err(Error::NonFinite {
-                step,
-                what: "reward",
-                value: f64::from(*bad),
-            });
+        let wide: Vec<f64> = rewards.iter().map(|&r| f64::from(r)).collect();
+        if !finite::step_is_finite(&trajectory, &wide, 0.0) {
+            let (what, value) = finite::culprit(&self.model, &trajectory, &wide, None);
+            return Err(Error::NonFinite { step, what, value });
         }
         Ok(Rollout {
             prompts,
@@ -325,7 +324,7 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
         if !loss_sum.is_finite() {
             return Err(Error::NonFinite {
                 step,
-                what: "loss",
+                what: NonFiniteValue::Loss,
                 value: loss_sum,
             });
         }
