@@ -44,15 +44,16 @@ fn root() -> PathBuf {
 enum Run {
     /// The toy (configs/toy.toml, batch 32), 60 iterations.
     Toy,
-    /// `pipeline-a` with the tiny CLIP as PickScore, 2 sampler steps, batch 1, 12 iterations.
-    Pipeline,
+    /// `pipeline-a` with the tiny CLIP as PickScore, 2 sampler steps, batch 1, this many
+    /// iterations (a kill costs about two: the soak needs more than CI).
+    Pipeline(usize),
 }
 
 impl Run {
     fn iterations(self) -> usize {
         match self {
             Self::Toy => 60,
-            Self::Pipeline => 12,
+            Self::Pipeline(iterations) => iterations,
         }
     }
 
@@ -71,7 +72,7 @@ impl Run {
                     "output_dir = \"target/runs/toy\"",
                     &format!("output_dir = '{}'", out.display()),
                 ),
-            Self::Pipeline => format!(
+            Self::Pipeline(_) => format!(
                 "model = '{}'\n[reward]\nkind = \"pickscore\"\n\
                  [prompts]\nlist = [\"a cat\", \"a red cube\", \"two dogs\"]\n[train]\nnum_steps = 2\n\
                  batch_size = 1\niterations = {iterations}\ncheckpoint_every = 1\n\
@@ -92,7 +93,7 @@ impl Run {
     fn extra_args(self) -> Vec<OsString> {
         match self {
             Self::Toy => Vec::new(),
-            Self::Pipeline => vec![
+            Self::Pipeline(_) => vec![
                 "--reward-model".into(),
                 root()
                     .join("crates/rocm-rewards/tests/fixtures/tiny-clip")
@@ -290,14 +291,14 @@ fn killed_runs_resume_to_the_same_bits_soak() {
 
 #[test]
 fn killed_pipeline_runs_resume_to_the_same_bits() {
-    let (landed, _) = kill_and_resume(Run::Pipeline, 3, 22);
+    let (landed, _) = kill_and_resume(Run::Pipeline(12), 3, 22);
     assert!(landed >= 2, "only {landed} kills landed");
 }
 
 #[test]
 #[ignore = "soak: 25 kill -9 instants on the tiny pipeline"]
 fn killed_pipeline_runs_resume_to_the_same_bits_soak() {
-    let (landed, _) = kill_and_resume(Run::Pipeline, 25, 2222);
+    let (landed, _) = kill_and_resume(Run::Pipeline(80), 25, 2222);
     assert!(landed >= 20, "only {landed} kills landed");
 }
 
