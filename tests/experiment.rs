@@ -5,6 +5,7 @@
 //!   grid (run two at a time); a merge with a slice missing names the missing runs;
 //! - a finished run is never redone (its metrics file keeps its bytes and mtime) and an
 //!   interrupted one resumes from its checkpoint to the same adapters and results;
+//! - SIGTERM stops the running child at a checkpoint (exit 130) and the same command resumes it;
 //! - a run that fails does not stop the others; the command exits 2 naming it;
 //! - a bad grid or `--shard` is refused before anything runs, naming the file, run and key.
 
@@ -209,6 +210,55 @@ fn finished_runs_are_skipped_and_an_interrupted_run_resumes() {
 
     // A third time nothing trains.
     run("0 trained, 2 already complete");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn sigterm_stops_the_running_child_at_a_checkpoint_and_the_grid_resumes() {
+    let dir = scratch("sigterm");
+    let grid = write_grid(&dir, "[[axes]]\nkey = \"train.seed\"\nvalues = [0]\n");
+    let text = read(&grid).replace("\"train.iterations\" = 4", "\"train.iterations\" = 300");
+    std::fs::write(
+        &grid,
+        text.replace(
+            "\"train.checkpoint_every\" = 2",
+            "\"train.checkpoint_every\" = 50",
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_rocm"))
+        .args(["experiment", "--config"])
+        .arg(&grid)
+        .env("RAYON_NUM_THREADS", "1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Signal once the run has published its first checkpoint (it has 250 iterations to go).
+    let latest = dir.join("out/runs/seed-0/checkpoints/latest");
+    while !latest.exists() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let sent = Command::new("kill")
+        .args(["-s", "TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let o = child.wait_with_output().unwrap();
+    let log = stderr(&o);
+    assert_eq!(o.status.code(), Some(130), "{log}");
+    assert!(log.contains("1 interrupted"), "{log}");
+    let run = dir.join("out/runs/seed-0");
+    assert!(!run.join("completed.json").exists());
+    assert!(read(run.join("train.log")).contains("interrupted: checkpoint of step"));
+    assert!(!dir.join("out/results.csv").exists());
+    let o = experiment(&[os("--config"), grid.as_os_str()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("seed-0: resuming from its checkpoint"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(read(dir.join("out/results.csv")).contains("\nseed-0,0,300,"));
     std::fs::remove_dir_all(&dir).ok();
 }
 
