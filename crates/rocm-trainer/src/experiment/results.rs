@@ -366,7 +366,9 @@ type Row<'a> = (Vec<String>, Vec<&'a RunSummary>);
 /// exponent form when very large or small.
 fn number(v: f64) -> String {
     let a = v.abs();
-    if v.fract() == 0.0 && a < 1e15 {
+    if v == 0.0 {
+        "0".into() // also −0
+    } else if v.fract() == 0.0 && a < 1e15 {
         format!("{v:.0}")
     } else if !(1e-3..1e5).contains(&a) {
         format!("{v:.3e}")
@@ -478,6 +480,7 @@ mod tests {
         assert_eq!(number(123456.5), "1.235e5");
         assert_eq!(number(2e-5), "2.000e-5");
         assert_eq!(number(0.0), "0");
+        assert_eq!(number(-0.0), "0");
         assert_eq!(number(1280.0), "1280");
         assert_eq!(mean_std(&[]), "—");
         assert_eq!(mean_std(&[1.0, 3.0]), "2 ± 1.4142");
