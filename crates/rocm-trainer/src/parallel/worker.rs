@@ -17,6 +17,10 @@ use crate::{Error, RocmTrainer, TrainableModel};
 /// The error a replica factory returns (any error, sent between threads).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The stack of a replica thread: the main thread's on Linux (8 MiB), where rank 0 runs the same
+/// rollouts and backward passes (a spawned thread would get 2 MiB).
+const MAIN_THREAD_STACK: usize = 8 << 20;
+
 /// What a replica thread is asked to do.
 pub(crate) enum Command {
     /// ROCM: set the adapters, then the gradients of these micro-batches, scaled.
@@ -134,6 +138,7 @@ impl Worker {
         let (outbox, replies) = channel();
         let handle = std::thread::Builder::new()
             .name(format!("rocm-replica-{rank}"))
+            .stack_size(MAIN_THREAD_STACK)
             .spawn(move || serve(rank, factory.as_ref(), inbox, outbox))
             .map_err(|e| Error::Replica {
                 rank,
