@@ -13,7 +13,8 @@ use rocm_lora::{InitLoraWeights, LoraConfig, TargetModules, apply_lora};
 use rocm_trainer::parallel::{BoxError, Replicas};
 use rocm_trainer::toy::{self, ToyPointModel, ToyPointModelConfig};
 use rocm_trainer::{
-    AlgorithmKind, Error, GuidanceKind, LatentReward, RocmTrainer, TrainConfig, checkpoint, grads,
+    AlgorithmKind, Error, GuidanceKind, LatentReward, RocmTrainer, SamplerKind, TrainConfig,
+    checkpoint, grads,
 };
 
 type Toy = RocmTrainer<2, ToyPointModel>;
@@ -106,8 +107,8 @@ fn flat(t: &Toy, g: &burn::optim::GradientsParams) -> Vec<f32> {
         .collect()
 }
 
-/// Each of three iterations' gradients of `a` and `b` agree to 1e-6 of the largest, and so do
-/// their losses and rewards.
+/// Each of three iterations' gradients of `a` and `b` agree to 1e-6 of the largest, their
+/// rewards to 1e-6 and their losses to 1e-5.
 fn same_updates(mut a: Toy, mut b: Toy) {
     for _ in 0..3 {
         let (ga, gb) = (
@@ -123,7 +124,14 @@ fn same_updates(mut a: Toy, mut b: Toy) {
             .zip(&fb)
             .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
         assert!(worst <= 1e-6 * largest, "{worst} vs largest {largest}");
-        assert!((ga.loss - gb.loss).abs() <= 1e-6 * ga.loss.abs().max(1.0));
+        // The policy-gradient losses are sums of f32 terms that cancel (the advantages of a
+        // batch sum to about zero), so they agree to f32 rounding of their terms, not to 1e-6.
+        assert!(
+            (ga.loss - gb.loss).abs() <= 1e-5 * ga.loss.abs().max(1.0),
+            "loss {} vs {}",
+            ga.loss,
+            gb.loss
+        );
         assert!((ga.reward_mean - gb.reward_mean).abs() <= 1e-6);
         assert_eq!(ga.images_sampled, gb.images_sampled);
         // Then the same step on both (the full iteration, whose clipping and AdamW follow).
@@ -145,6 +153,21 @@ fn two_replicas_of_batch_one_give_the_update_of_one_device_of_batch_two_rlcm() {
     let single = toy_trainer(config(AlgorithmKind::Rlcm, 2, "rlcm-1"), OK).unwrap();
     let parallel = replicated(config(AlgorithmKind::Rlcm, 1, "rlcm-2"), 2, None).unwrap();
     same_updates(single, parallel);
+}
+
+#[test]
+fn dpok_and_d3po_on_two_replicas_match_one_device() {
+    // D3PO's pairs share their initial latent and DPOK keeps per-prompt baselines: both stay
+    // whole on one rank, and rank 0 computes the batch's advantages in one device's order.
+    for algorithm in [AlgorithmKind::Dpok, AlgorithmKind::D3po] {
+        let with_lcm = |batch, out| TrainConfig {
+            sampler: Some(SamplerKind::Lcm),
+            ..config(algorithm, batch, out)
+        };
+        let single = toy_trainer(with_lcm(2, "pg-1"), OK).unwrap();
+        let parallel = replicated(with_lcm(1, "pg-2"), 2, None).unwrap();
+        same_updates(single, parallel);
+    }
 }
 
 #[test]
