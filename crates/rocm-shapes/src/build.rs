@@ -391,7 +391,7 @@ fn how_made(stage: Stage) -> &'static str {
              the diffusion baselines DDPO, DPOK and D3PO). `unet/` is a `UNet2DConditionModel` (two levels of 32 and 64 \
              channels on the 4 × 8 × 8 latents, one resnet per down block, cross-attention with 4 heads in every block, \
              `cross_attention_dim` 64) trained from scratch with the ε-prediction loss on SD's scaled-linear \
-             1000-step schedule, on the scaled latents of 8192 training renders encoded by the world VAE (`../vae`, \
+             1000-step schedule, on the scaled latents of 8192 training renders (times `--scale` below 1) encoded by the world VAE (`../vae`, \
              copied as `vae/`), conditioned on the world CLIP's text tower (`../clip`'s `text_model`, copied as \
              `text_encoder/` with its tokenizer), each caption replaced by the empty prompt with probability 0.1 \
              (classifier-free guidance). AdamW, batch 64, warm-up + cosine learning rate."
