@@ -65,7 +65,7 @@ pub fn command() -> Command {
                 .long("out")
                 .value_name("DIR")
                 .value_parser(clap::value_parser!(PathBuf))
-                .help("Output folder (default: the grid's output_dir; with --merge, the first DIR)"),
+                .help("Output folder (default: the grid's output_dir, or <output_dir>/quick with --quick; with --merge, the first DIR)"),
         )
         .arg(
             Arg::new("list")
