@@ -4,8 +4,8 @@
 //! better or only the score did.
 //!
 //! ```text
-//! cargo run --release --example quickstart [-- --out DIR] [--device flex] [--betas 0,0.03,0.3]
-//!     [--iterations 30] [--lr 3e-3] [--batch 8] [--steps 4] [--guidance 4] [--eval-every 5]
+//! cargo run --release --example quickstart [-- --out DIR] [--device flex] [--betas 0,1,3]
+//!     [--iterations 60] [--lr 1e-3] [--batch 8] [--steps 4] [--guidance 5] [--eval-every 10]
 //!     [--model DIR] [--reward-model DIR]
 //! ```
 //!
@@ -82,20 +82,20 @@ fn cli() -> Command {
             ),
             "The PickScore-style preference model folder",
         ))
-        .arg(arg("betas", "0,0.03,0.3", "Comma-separated β values (KL)"))
-        .arg(arg("iterations", "30", "Training iterations per run"))
-        .arg(arg("lr", "3e-3", "AdamW learning rate"))
+        .arg(arg("betas", "0,1,3", "Comma-separated β values (KL)"))
+        .arg(arg("iterations", "60", "Training iterations per run"))
+        .arg(arg("lr", "1e-3", "AdamW learning rate"))
         .arg(arg("batch", "8", "Prompts per iteration"))
         .arg(arg("steps", "4", "LCM steps K"))
         .arg(arg(
             "guidance",
-            "4",
+            "5",
             "Guidance scale g (embedded, w = g − 1)",
         ))
         .arg(arg("lora-rank", "8", "LoRA rank r (α = 2r)"))
         .arg(arg(
             "eval-every",
-            "5",
+            "10",
             "Evaluate every this many iterations",
         ))
         .arg(arg(
