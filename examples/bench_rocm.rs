@@ -1,10 +1,20 @@
 //! One ROCM training iteration on a random-weight LCM UNet + VAE, timed: the Rust half of
-//! `benches/compare.sh` (the PyTorch + diffusers + peft half is `benches/python/bench_rocm.py`).
+//! `benches/compare.sh` (the PyTorch + diffusers + peft half is `benches/python/bench_rocm.py`);
+//! or, with `--config shapes`, on the shipped shapes-world LCM with its preference model.
 //!
 //! ```text
-//! cargo run --release --example bench_rocm -- --config tiny|small [--iters N] [--warmup W]
+//! cargo run --release --example bench_rocm -- --config tiny|small|shapes [--iters N] [--warmup W]
 //!     [--checkpointing on|off] [--concurrent on|off] [--json]
 //! ```
+//!
+//! `shapes` is the image quickstart's model and reward at the issue's size: the shipped
+//! `crates/rocm-shapes/assets/world/shapes-lcm` pipeline built through [`RunConfig`] as
+//! `rocm train` builds it, batch 8, `K = 8`, LoRA r16/α32 on the attention projections, the
+//! final latents decoded by the world's VAE and scored by its PickScore-style preference model
+//! (`assets/world/pref`: CLIP preprocessing, both towers), KL with β = 0.1; prompts are the
+//! world's train-split captions. The other settings are those of the random-weight workload.
+//!
+//! [`RunConfig`]: rocm::run::RunConfig
 //!
 //! The workload (identical on both sides): random weights (seed 0), batch 1, `K = 8` LCM steps
 //! (evenly spaced timesteps `[999, 879, …, 139]`, guidance embedding of `w = 6.5`), gradient
@@ -33,17 +43,65 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
+use burn::module::Module;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use rocm::bench::{BenchModels, BenchSize, bench_train_config};
+use rocm::lora::{LoraContainer, LoraLayerRef};
+use rocm::reward::RewardKind;
+use rocm::run::{
+    Adapters, ModelSource, PipelineTrainer, PromptSource, RewardSection, Run, RunConfig,
+};
 use rocm::trainer::RocmTrainer;
+use rocm_shapes::world::Split;
 
 mod common;
+
+/// The shipped shapes world, next to this package's manifest.
+const WORLD: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/crates/rocm-shapes/assets/world"
+);
+
+/// The shapes workload's batch (prompts per iteration).
+const SHAPES_BATCH: usize = 8;
+
+/// Which workload.
+#[derive(Clone, Copy, Debug)]
+enum Workload {
+    /// A random-weight UNet + VAE of this size with the colour reward.
+    Random(BenchSize),
+    /// The shipped shapes-world LCM with its preference model.
+    Shapes,
+}
+
+impl std::fmt::Display for Workload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Random(size) => size.fmt(f),
+            Self::Shapes => f.write_str("shapes"),
+        }
+    }
+}
+
+impl std::str::FromStr for Workload {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "shapes" => Ok(Self::Shapes),
+            other => other
+                .parse()
+                .map(Self::Random)
+                .map_err(|e| format!("{e}, or `shapes` (the shipped shapes-world LCM)")),
+        }
+    }
+}
 
 /// Parsed command line.
 #[derive(Debug)]
 struct Args {
-    config: BenchSize,
+    config: Workload,
     iters: usize,
     warmup: usize,
     checkpointing: bool,
@@ -69,9 +127,9 @@ fn cli() -> Command {
             Arg::new("config")
                 .long("config")
                 .required(true)
-                .value_name("tiny|small")
-                .value_parser(|text: &str| text.parse::<BenchSize>())
-                .help("The workload's size"),
+                .value_name("tiny|small|shapes")
+                .value_parser(|text: &str| text.parse::<Workload>())
+                .help("The workload: a random-weight model's size, or the shipped shapes LCM"),
         )
         .arg(
             Arg::new("iters")
@@ -120,9 +178,9 @@ impl Args {
         let switch = |id: &str| m.get_one::<bool>(id).copied().unwrap_or_default();
         Self {
             config: m
-                .get_one::<BenchSize>("config")
+                .get_one::<Workload>("config")
                 .copied()
-                .unwrap_or(BenchSize::Tiny),
+                .unwrap_or(Workload::Random(BenchSize::Tiny)),
             iters: count("iters", 10),
             warmup: count("warmup", 2),
             checkpointing: switch("checkpointing"),
@@ -161,18 +219,32 @@ fn median(values: &[f64]) -> f64 {
     }
 }
 
-fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    let (device, backend) = rocm::select_device(&args.device)?;
-    let device = device.autodiff();
-    let models = BenchModels::new(args.config, &device)?;
-    let (base_params, lora_params, adapters) =
-        (models.base_params, models.lora_params, models.lora_layers);
+/// What the report says about the trained model.
+struct ModelInfo {
+    base_params: usize,
+    lora_params: usize,
+    adapters: usize,
+    batch: usize,
+}
+
+/// The random-weight workload of `size` (`rocm::bench`).
+fn random_trainer(
+    size: BenchSize,
+    args: &Args,
+    device: burn::prelude::Device,
+) -> Result<(PipelineTrainer, ModelInfo), Box<dyn std::error::Error>> {
+    let models = BenchModels::new(size, &device)?;
+    let info = ModelInfo {
+        base_params: models.base_params,
+        lora_params: models.lora_params,
+        adapters: models.lora_layers,
+        batch: 1,
+    };
     let config = bench_train_config(args.checkpointing, args.concurrent);
-    let steps = config.num_steps;
     let conditioning = models.conditioning;
     let encode = move |prompts: &[String]| conditioning.clone().repeat_dim(0, prompts.len());
     // SD 1.5's LCM schedule: the random-weight UNet has no schedule of its own.
-    let mut trainer = RocmTrainer::builder(config)
+    let trainer = RocmTrainer::builder(config)
         .model(models.unet)
         .reward(models.reward)
         .prompts(vec![String::new()], encode)
@@ -180,6 +252,72 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         .latent_shape(models.latent_shape)
         .device(device)
         .build()?;
+    Ok((trainer, info))
+}
+
+/// The shapes workload: the shipped LCM and preference model through a run configuration.
+fn shapes_trainer(args: &Args) -> Result<(PipelineTrainer, ModelInfo), Box<dyn std::error::Error>> {
+    let model = format!("{WORLD}/shapes-lcm");
+    let config = RunConfig {
+        model: ModelSource::Pretrained(model.clone()),
+        reward: Some(RewardSection {
+            kind: RewardKind::PickScore,
+            model: Some(format!("{WORLD}/pref")),
+            head: None,
+        }),
+        prompts: Some(PromptSource::List(
+            Split::Train
+                .scenes(0, 256)
+                .into_iter()
+                .map(|s| s.caption)
+                .collect(),
+        )),
+        train: rocm::trainer::TrainConfig {
+            batch_size: SHAPES_BATCH,
+            ..bench_train_config(args.checkpointing, args.concurrent)
+        },
+        base_dir: None,
+    };
+    let built = config.build(&args.device, Adapters::New)?;
+    let Run::Pipeline(trainer) = built.run else {
+        return Err(format!("{model}: not an LCM pipeline").into());
+    };
+    let unet = trainer.model();
+    let mut adapters = 0;
+    let mut lora_params = 0;
+    unet.visit_lora_layers("", &mut |_, layer| {
+        let params = match layer {
+            LoraLayerRef::Linear(l) => l.lora.as_ref().map(Module::num_params),
+            LoraLayerRef::Conv2d(c) => c.lora.as_ref().map(Module::num_params),
+        };
+        if let Some(n) = params {
+            adapters += 1;
+            lora_params += n;
+        }
+    });
+    let info = ModelInfo {
+        base_params: unet.num_params() - lora_params,
+        lora_params,
+        adapters,
+        batch: SHAPES_BATCH,
+    };
+    Ok((*trainer, info))
+}
+
+fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let (device, backend) = rocm::select_device(&args.device)?;
+    let device = device.autodiff();
+    let (mut trainer, info) = match args.config {
+        Workload::Random(size) => random_trainer(size, args, device)?,
+        Workload::Shapes => shapes_trainer(args)?,
+    };
+    let steps = trainer.config().num_steps;
+    let ModelInfo {
+        base_params,
+        lora_params,
+        adapters,
+        batch,
+    } = info;
     let mut seconds = Vec::with_capacity(args.iters);
     let mut losses = Vec::with_capacity(args.iters);
     for i in 0..args.warmup + args.iters {
@@ -216,6 +354,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         "impl": "rocm-rs",
         "config": args.config.to_string(),
         "steps": steps,
+        "batch": batch,
         "iters": args.iters,
         "warmup": args.warmup,
         "s_per_iter": s_per_iter,
@@ -235,7 +374,10 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     if args.json {
         println!("{record}");
     } else {
-        println!("bench_rocm: config {}, K = {steps}, batch 1", args.config);
+        println!(
+            "bench_rocm: config {}, K = {steps}, batch {batch}",
+            args.config
+        );
         println!("  backend            {backend} ({} threads)", threads());
         println!("  checkpointing      {}", record["checkpointing"]);
         println!("  concurrent         {}", record["concurrent"]);
