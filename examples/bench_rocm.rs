@@ -3,7 +3,7 @@
 //! or, with `--config shapes`, on the shipped shapes-world LCM with its preference model.
 //!
 //! ```text
-//! cargo run --release --example bench_rocm -- --config tiny|small|shapes [--iters N] [--warmup W]
+//! cargo run --release --example bench_rocm -- --config tiny|small|dreamshaper|shapes [--iters N] [--warmup W]
 //!     [--checkpointing on|off] [--concurrent on|off] [--json]
 //! ```
 //!
@@ -35,18 +35,23 @@
 //!
 //! Prints one JSON line with `--json` (`config`, `steps`, `iters`, `s_per_iter` = median,
 //! `peak_rss_mib` = the process's own peak resident set, `backend`, …), else a table.
-//! `--device auto|flex|wgpu|cuda[:N]` (default `auto`). Arguments are parsed with clap (`--help`
-//! lists them); bad input prints one line on stderr and exits with code 2.
+//! `s_first_iter` is the first iteration's seconds (the cold start: kernel compilation and
+//! autotuning on GPU backends); every iteration is timed until the device is idle. On GPU
+//! backends `device_reserved_mib` / `device_in_use_mib` are the allocator's largest readings
+//! after an iteration and `device_pool_peak_mib` its pools' peak (`rocm::bench::device_memory`;
+//! `null` on flex). `--config dreamshaper` is the real-size workload for GPUs (LCM Dreamshaper
+//! v7's UNet at 512², SD's VAE; `benches/gpu.sh`). `--device auto|flex|wgpu|cuda[:N]` (default
+//! `auto`). Arguments are parsed with clap (`--help` lists them); bad input prints one line on
+//! stderr and exits with code 2.
 
 #![allow(clippy::print_stdout)] // an example owns the terminal
 
 use std::process::ExitCode;
-use std::time::Instant;
 
 use burn::module::Module;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Arg, ArgAction, ArgMatches, Command};
-use rocm::bench::{BenchModels, BenchSize, bench_train_config};
+use rocm::bench::{BenchModels, BenchSize, bench_train_config, time_iterations};
 use rocm::lora::{LoraContainer, LoraLayerRef};
 use rocm::reward::RewardKind;
 use rocm::run::{
@@ -127,7 +132,7 @@ fn cli() -> Command {
             Arg::new("config")
                 .long("config")
                 .required(true)
-                .value_name("tiny|small|shapes")
+                .value_name("tiny|small|dreamshaper|shapes")
                 .value_parser(|text: &str| text.parse::<Workload>())
                 .help("The workload: a random-weight model's size, or the shipped shapes LCM"),
         )
@@ -318,37 +323,31 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         adapters,
         batch,
     } = info;
-    let mut seconds = Vec::with_capacity(args.iters);
-    let mut losses = Vec::with_capacity(args.iters);
-    for i in 0..args.warmup + args.iters {
-        let start = Instant::now();
-        let m = trainer.train_iteration()?;
-        let s = start.elapsed().as_secs_f64();
-        if i >= args.warmup {
-            seconds.push(s);
-        }
-        losses.push(m.loss);
-        if !args.json {
-            eprintln!(
-                "{} {}/{}: {s:.3} s, loss {:.5}",
-                if i < args.warmup { "warmup" } else { "iter" },
-                if i < args.warmup {
-                    i + 1
+    // Each iteration is timed until the device is idle (GPU backends queue their kernels).
+    let (probe, _) = rocm::select_device(&args.device)?;
+    let (warmup, iters) = (args.warmup, args.iters);
+    let times = time_iterations::<Box<dyn std::error::Error>>(
+        &probe,
+        warmup,
+        iters,
+        || Ok(trainer.train_iteration()?.loss),
+        |i, s, loss| {
+            if !args.json {
+                let (what, n, of) = if i < warmup {
+                    ("warmup", i + 1, warmup)
                 } else {
-                    i + 1 - args.warmup
-                },
-                if i < args.warmup {
-                    args.warmup
-                } else {
-                    args.iters
-                },
-                m.loss
-            );
-        }
-    }
-    let s_per_iter = median(&seconds);
+                    ("iter", i + 1 - warmup, iters)
+                };
+                eprintln!("{what} {n}/{of}: {s:.3} s, loss {loss:.5}");
+            }
+        },
+    )?;
+    let (seconds, losses) = (&times.timed, &times.losses);
+    let s_per_iter = median(seconds);
     let mean = seconds.iter().sum::<f64>() / seconds.len() as f64;
     let min = seconds.iter().copied().fold(f64::INFINITY, f64::min);
+    let first = times.first();
+    let memory = times.memory;
     let peak = peak_rss_mib();
     let record = serde_json::json!({
         "impl": "rocm-rs",
@@ -370,6 +369,10 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         "trainable_params": lora_params,
         "lora_layers": adapters,
         "base_params": base_params,
+        "s_first_iter": first,
+        "device_reserved_mib": memory.map(|m| m.reserved_mib),
+        "device_in_use_mib": memory.map(|m| m.in_use_mib),
+        "device_pool_peak_mib": memory.map(|m| m.pool_peak_mib),
     });
     if args.json {
         println!("{record}");
@@ -383,9 +386,19 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         println!("  concurrent         {}", record["concurrent"]);
         println!("  UNet params        {base_params} (+{lora_params} LoRA in {adapters} layers)");
         println!("  s/iter (median)    {s_per_iter:.4}   min {min:.4}   mean {mean:.4}");
+        if let Some(f) = first {
+            println!("  first iteration    {f:.4} s");
+        }
         match peak {
             Some(p) => println!("  peak RSS           {p:.1} MiB"),
             None => println!("  peak RSS           unknown (no /proc/self/status)"),
+        }
+        if let Some(m) = memory {
+            println!(
+                "  device memory      {:.1} MiB reserved, {:.1} MiB in use (largest after an \
+                 iteration), pool peak {:.1} MiB",
+                m.reserved_mib, m.in_use_mib, m.pool_peak_mib
+            );
         }
     }
     Ok(())

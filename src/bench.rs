@@ -2,8 +2,10 @@
 //! `benches/compare.sh`: one ROCM iteration on a random-weight LCM UNet + VAE, identical to the
 //! PyTorch + diffusers + peft script `benches/python/bench_rocm.py`.
 //!
-//! Two sizes, written as diffusers `config.json` documents so that both sides build the same
-//! modules: [`BenchSize::Tiny`] and [`BenchSize::Small`].
+//! Three sizes, written as diffusers `config.json` documents so that both sides build the same
+//! modules: [`BenchSize::Tiny`] and [`BenchSize::Small`] (CPU-sized), and [`BenchSize::Dreamshaper`],
+//! the real-size workload for GPUs (LCM Dreamshaper v7's UNet and Stable Diffusion's VAE, 512²
+//! images).
 
 use std::fmt;
 use std::str::FromStr;
@@ -16,7 +18,7 @@ use rocm_models::{
     AutoencoderKL, AutoencoderKLConfig, UNet2DConditionModel, UNet2DConditionModelConfig,
 };
 use rocm_rewards::ColorTarget;
-use rocm_trainer::{DecodedReward, ReductionKind, TrainConfig};
+use rocm_trainer::{DecodedReward, ReductionKind, RocmTrainer, TrainConfig};
 
 /// The `tiny` UNet, in diffusers' `config.json` terms.
 const TINY_UNET: &str = r#"{
@@ -56,6 +58,33 @@ const SMALL_VAE: &str = r#"{
                      "UpDecoderBlock2D"]
 }"#;
 
+/// The `dreamshaper` UNet: the architecture of LCM Dreamshaper v7's UNet (Stable Diffusion 1.5's
+/// UNet with a 256-wide guidance embedding, `time_cond_proj_dim`), latent 64×64 (512² images).
+/// The values are those of the model's `unet/config.json`; the weights here are random.
+const DREAMSHAPER_UNET: &str = r#"{
+  "sample_size": 64, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
+  "block_out_channels": [320, 640, 1280, 1280],
+  "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
+                       "DownBlock2D"],
+  "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D",
+                     "CrossAttnUpBlock2D"],
+  "cross_attention_dim": 768, "attention_head_dim": 8, "norm_num_groups": 32,
+  "norm_eps": 1e-05, "act_fn": "silu", "flip_sin_to_cos": true, "freq_shift": 0,
+  "downsample_padding": 1, "mid_block_scale_factor": 1, "center_input_sample": false,
+  "time_cond_proj_dim": 256
+}"#;
+
+/// The `dreamshaper` VAE: Stable Diffusion's `AutoencoderKL` (the one LCM Dreamshaper v7 ships).
+const DREAMSHAPER_VAE: &str = r#"{
+  "in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 2,
+  "block_out_channels": [128, 256, 512, 512], "norm_num_groups": 32, "act_fn": "silu",
+  "sample_size": 512, "scaling_factor": 0.18215,
+  "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D",
+                       "DownEncoderBlock2D"],
+  "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D",
+                     "UpDecoderBlock2D"]
+}"#;
+
 /// The benchmark's model size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BenchSize {
@@ -63,6 +92,9 @@ pub enum BenchSize {
     Tiny,
     /// UNet (64, 128, 256) channels, text width 256, latent 16×16; VAE (32, 32, 64, 64).
     Small,
+    /// LCM Dreamshaper v7's UNet (320, 640, 1280, 1280) channels, text width 768, latent 64×64;
+    /// Stable Diffusion's VAE (128, 256, 512, 512): the real-size workload, for GPUs.
+    Dreamshaper,
 }
 
 impl BenchSize {
@@ -71,6 +103,7 @@ impl BenchSize {
         let json = match self {
             Self::Tiny => TINY_UNET,
             Self::Small => SMALL_UNET,
+            Self::Dreamshaper => DREAMSHAPER_UNET,
         };
         UNet2DConditionModelConfig::from_json_str(json)
             .unwrap_or_else(|e| unreachable!("built-in UNet config: {e}"))
@@ -81,6 +114,7 @@ impl BenchSize {
         let json = match self {
             Self::Tiny => TINY_VAE,
             Self::Small => SMALL_VAE,
+            Self::Dreamshaper => DREAMSHAPER_VAE,
         };
         AutoencoderKLConfig::from_json_str(json)
             .unwrap_or_else(|e| unreachable!("built-in VAE config: {e}"))
@@ -92,6 +126,7 @@ impl fmt::Display for BenchSize {
         f.write_str(match self {
             Self::Tiny => "tiny",
             Self::Small => "small",
+            Self::Dreamshaper => "dreamshaper",
         })
     }
 }
@@ -103,7 +138,10 @@ impl FromStr for BenchSize {
         match s {
             "tiny" => Ok(Self::Tiny),
             "small" => Ok(Self::Small),
-            other => Err(format!("unknown benchmark size `{other}` (tiny, small)")),
+            "dreamshaper" => Ok(Self::Dreamshaper),
+            other => Err(format!(
+                "unknown benchmark size `{other}` (tiny, small, dreamshaper)"
+            )),
         }
     }
 }
@@ -165,6 +203,142 @@ impl BenchModels {
     }
 }
 
+impl BenchModels {
+    /// The benchmark's trainer on these models: the single empty prompt encoded as the fixed
+    /// conditioning, SD 1.5's LCM schedule (the random-weight UNet has none of its own), on
+    /// `device` (where the models live, with autodiff).
+    ///
+    /// # Errors
+    /// The builder's, when `config` is refused.
+    pub fn into_trainer(
+        self,
+        config: TrainConfig,
+        device: Device,
+    ) -> Result<RocmTrainer<4, UNet2DConditionModel>, rocm_trainer::Error> {
+        let conditioning = self.conditioning;
+        let encode = move |prompts: &[String]| conditioning.clone().repeat_dim(0, prompts.len());
+        RocmTrainer::builder(config)
+            .model(self.unet)
+            .reward(self.reward)
+            .prompts(vec![String::new()], encode)
+            .scheduler(rocm_sampler::LcmScheduler::default())
+            .latent_shape(self.latent_shape)
+            .device(device)
+            .build()
+    }
+
+    /// The same models and conditioning on `device`, each with its own autodiff graph
+    /// ([`Module::fork`]; `to_device` would make the parameters outputs of a recorded transfer,
+    /// not trainable leaves). Every parameter is drawn first, so lazily initialised adapters are
+    /// not re-drawn by the target backend. This is how a device is compared with another on
+    /// identical weights (`examples/device_check.rs`).
+    pub fn fork(self, device: &Device) -> Self {
+        self.unet.visit(&mut Materialise);
+        self.reward.decoder.visit(&mut Materialise);
+        Self {
+            unet: self.unet.fork(device),
+            reward: DecodedReward::new(self.reward.decoder.fork(device), self.reward.reward),
+            conditioning: self.conditioning.to_device(device).detach(),
+            ..self
+        }
+    }
+}
+
+/// What a device's allocator reports, in MiB ([`device_memory`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DeviceMemory {
+    /// Bytes reserved from the device (pages held for reuse included).
+    pub reserved_mib: f64,
+    /// Bytes of live allocations (padding excluded).
+    pub in_use_mib: f64,
+    /// The largest number of pages each page-carving pool ever held, times its page size,
+    /// summed over those pools: a peak, but without allocations that own a page of their own.
+    pub pool_peak_mib: f64,
+}
+
+/// The device allocator's state on `device`, or `None` where the backend reports none (burn-flex
+/// allocates from the process heap: its peak is the resident set).
+pub fn device_memory(device: &Device) -> Option<DeviceMemory> {
+    const MIB: f64 = 1024.0 * 1024.0;
+    let usage = device.memory_pool_usage()?;
+    let pool_peak = device.memory_pool_report().map_or(0, |pools| {
+        pools
+            .iter()
+            .map(|p| p.page_size.saturating_mul(p.pages_peak))
+            .sum::<u64>()
+    });
+    Some(DeviceMemory {
+        reserved_mib: usage.bytes_reserved as f64 / MIB,
+        in_use_mib: usage.bytes_in_use as f64 / MIB,
+        pool_peak_mib: pool_peak as f64 / MIB,
+    })
+}
+
+/// Wall-clock seconds and losses of a benchmark's iterations ([`time_iterations`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct IterationTimes {
+    /// Seconds of each untimed warm-up iteration; the first one is the cold start (a GPU
+    /// backend's kernel compilation and autotuning happen there).
+    pub warmup: Vec<f64>,
+    /// Seconds of each timed iteration.
+    pub timed: Vec<f64>,
+    /// The loss of every iteration, warm-up included.
+    pub losses: Vec<f64>,
+    /// The device allocator's largest reading after any iteration ([`device_memory`]; each
+    /// field maximised separately), `None` on backends that report none.
+    pub memory: Option<DeviceMemory>,
+}
+
+impl IterationTimes {
+    /// The first iteration's seconds, warm-up or not.
+    pub fn first(&self) -> Option<f64> {
+        self.warmup.first().or(self.timed.first()).copied()
+    }
+}
+
+/// Runs `warmup` then `iters` iterations of `iteration` (which returns the iteration's loss),
+/// each timed from its start until `device` has finished the work it queued
+/// ([`Device::sync`]: GPU backends return before their kernels do), reading the device's
+/// allocator after each one. `progress(i, seconds, loss)` is called after iteration `i`
+/// (0-based, warm-up first).
+///
+/// # Errors
+/// The first error of `iteration`, or of the device's synchronisation.
+pub fn time_iterations<E: From<burn::tensor::ExecutionError>>(
+    device: &Device,
+    warmup: usize,
+    iters: usize,
+    mut iteration: impl FnMut() -> Result<f64, E>,
+    mut progress: impl FnMut(usize, f64, f64),
+) -> Result<IterationTimes, E> {
+    let mut times = IterationTimes {
+        warmup: Vec::with_capacity(warmup),
+        timed: Vec::with_capacity(iters),
+        losses: Vec::with_capacity(warmup + iters),
+        memory: None,
+    };
+    for i in 0..warmup + iters {
+        let start = std::time::Instant::now();
+        let loss = iteration()?;
+        device.sync()?;
+        let seconds = start.elapsed().as_secs_f64();
+        if i < warmup {
+            times.warmup.push(seconds);
+        } else {
+            times.timed.push(seconds);
+        }
+        times.losses.push(loss);
+        if let Some(now) = device_memory(device) {
+            let max = times.memory.get_or_insert(now);
+            max.reserved_mib = max.reserved_mib.max(now.reserved_mib);
+            max.in_use_mib = max.in_use_mib.max(now.in_use_mib);
+            max.pool_peak_mib = max.pool_peak_mib.max(now.pool_peak_mib);
+        }
+        progress(i, seconds, loss);
+    }
+    Ok(times)
+}
+
 /// Draws every lazily initialised parameter now, in module order. Burn initialises a parameter
 /// on first access, so without this the random weights would depend on which code path touches
 /// them first (a plain forward pass and `Module::valid` visit them in different orders).
@@ -205,7 +379,7 @@ mod tests {
 
     #[test]
     fn configs_parse_and_round_trip_names() {
-        for size in [BenchSize::Tiny, BenchSize::Small] {
+        for size in [BenchSize::Tiny, BenchSize::Small, BenchSize::Dreamshaper] {
             assert_eq!(size.to_string().parse::<BenchSize>(), Ok(size));
             let unet = size.unet_config();
             assert_eq!(
@@ -217,6 +391,30 @@ mod tests {
             assert_eq!(vae.latent_channels, 4);
         }
         assert!("medium".parse::<BenchSize>().is_err());
+    }
+
+    /// The real-size workload is LCM Dreamshaper v7's UNet (SD 1.5's, 8 heads everywhere) at
+    /// 512² (its own config says 96, 768²) and SD's VAE: the same as `rocm-models`' presets.
+    #[test]
+    fn dreamshaper_has_lcm_dreamshaper_shapes() {
+        let unet = BenchSize::Dreamshaper.unet_config();
+        let preset = UNet2DConditionModelConfig::lcm_dreamshaper_v7().with_sample_size(64);
+        assert_eq!(format!("{unet:?}"), format!("{preset:?}"));
+        let vae = BenchSize::Dreamshaper.vae_config();
+        assert_eq!(
+            format!("{vae:?}"),
+            format!("{:?}", AutoencoderKLConfig::sd15())
+        );
+        assert_eq!(unet.block_out_channels, [320, 640, 1280, 1280]);
+        assert_eq!(unet.num_attention_heads, [8, 8, 8, 8]);
+        assert_eq!(unet.cross_attention_dim, 768);
+        assert_eq!(unet.time_cond_proj_dim, Some(256));
+        assert_eq!(unet.layers_per_block, 2);
+        assert_eq!(unet.sample_size, 64);
+        let vae = BenchSize::Dreamshaper.vae_config();
+        assert_eq!(vae.block_out_channels, [128, 256, 512, 512]);
+        assert_eq!(vae.layers_per_block, 2);
+        assert!((vae.scaling_factor - 0.18215).abs() < 1e-12);
     }
 
     /// One test (not two): the models draw from the device's shared RNG, which parallel tests

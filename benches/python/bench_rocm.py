@@ -10,7 +10,10 @@ Workload (one iteration = one ROCM training step)
 -------------------------------------------------
 * Random weights, seeded with ``torch.manual_seed(0)`` before the models are
   built: a diffusers ``UNet2DConditionModel`` and ``AutoencoderKL`` sized by
-  ``--config`` (``tiny`` or ``small``, see ``CONFIGS``). Batch 1.
+  ``--config`` (``tiny``, ``small`` or ``dreamshaper``, see ``CONFIGS``). Batch 1.
+  ``dreamshaper`` is the real-size workload for GPUs: LCM Dreamshaper v7's UNet
+  (Stable Diffusion 1.5's, with the 256-wide guidance embedding) at latent
+  64x64 (512x512 images) and Stable Diffusion's VAE, random weights.
 * LoRA via peft (``r=16, lora_alpha=32, init_lora_weights="gaussian"`` on
   ``to_q, to_k, to_v, to_out.0``) added with ``unet.add_adapter``; the base
   UNet and the VAE are frozen, so only the LoRA matrices train.
@@ -57,12 +60,20 @@ Running
         --iters 10 --warmup 2 --checkpointing on --threads 2 --json
 
 Timing: ``--warmup`` untimed iterations, then ``--iters`` iterations each timed
-with ``time.perf_counter`` (forward, backward and optimizer step). The median
-is the headline number. Memory: ``peak_rss_mib`` is the process's own peak
+with ``time.perf_counter`` (forward, backward and optimizer step; on CUDA between
+two ``torch.cuda.synchronize()``). The median is the headline number;
+``s_first_iter`` is the first iteration's time (the cold start). Memory: ``peak_rss_mib`` is the process's own peak
 resident set (``ru_maxrss``) read at the end, so it includes the Python
 interpreter and the imported libraries: that is what a user of this stack
 pays. ``rss_after_import_mib`` is the same counter read after the imports and
 the model construction, before the first iteration, for context.
+
+``--device cuda`` runs the workload on the GPU (models, inputs and optimizer
+state there; PyTorch's defaults otherwise, recorded in the output:
+``cudnn_allow_tf32`` and ``matmul_allow_tf32``). Then ``cuda_max_allocated_mib``
+and ``cuda_max_reserved_mib`` are ``torch.cuda.max_memory_allocated`` and
+``max_memory_reserved`` over the whole run (models included), and ``gpu`` the
+card's name. ``benches/gpu.sh`` runs it this way next to the Rust example.
 
 Everything is seeded; two runs with the same flags give the same losses
 (``loss_first`` is the loss of the very first iteration, warm-up included, so it
@@ -142,6 +153,34 @@ CONFIGS = {
             latent_channels=4,
         ),
     },
+    "dreamshaper": {
+        # LCM Dreamshaper v7's unet/config.json (sample_size 96 there; 64 here: 512x512 images).
+        "unet": dict(
+            sample_size=64,
+            in_channels=4,
+            out_channels=4,
+            block_out_channels=(320, 640, 1280, 1280),
+            layers_per_block=2,
+            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+            cross_attention_dim=768,
+            attention_head_dim=8,
+            norm_num_groups=32,
+            time_cond_proj_dim=256,
+        ),
+        # Stable Diffusion's VAE (the one LCM Dreamshaper v7 ships).
+        "vae": dict(
+            in_channels=3,
+            out_channels=3,
+            block_out_channels=(128, 256, 512, 512),
+            layers_per_block=2,
+            norm_num_groups=32,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            latent_channels=4,
+            sample_size=512,
+        ),
+    },
     "small": {
         "unet": dict(
             sample_size=16,
@@ -183,9 +222,10 @@ def peak_rss_mib() -> float:
 class Workload:
     """Models, LoRA, optimizer and the fixed inputs of one benchmark config."""
 
-    def __init__(self, config: str, use_checkpointing: bool):
+    def __init__(self, config: str, use_checkpointing: bool, device: str = "cpu"):
         sizes = CONFIGS[config]
         self.use_checkpointing = use_checkpointing
+        self.device = torch.device(device)
 
         torch.manual_seed(MODEL_SEED)
         self.unet = UNet2DConditionModel(**sizes["unet"])
@@ -201,7 +241,10 @@ class Workload:
             init_lora_weights="gaussian",
             target_modules=LORA_TARGETS,
         )
+        self.base_params = sum(p.numel() for p in self.unet.parameters())
         self.unet.add_adapter(lora)  # diffusers' PEFT integration; LoRA params train
+        self.unet.to(self.device)
+        self.vae.to(self.device)
         self.lora_params = [p for p in self.unet.parameters() if p.requires_grad]
         lora_names = [n for n, p in self.unet.named_parameters() if p.requires_grad]
         assert lora_names and all("lora_" in n for n in lora_names), "only LoRA may train"
@@ -238,6 +281,11 @@ class Workload:
             None, w, embedding_dim=unet_cfg.time_cond_proj_dim
         )
         self.target = torch.tensor(TARGET_COLOUR).view(1, 3, 1, 1)
+        # Drawn on the host (the same numbers on every device), then moved.
+        self.x0, self.cond, self.w_emb, self.target = (
+            t.to(self.device) for t in (self.x0, self.cond, self.w_emb, self.target)
+        )
+        self.step_noise = [z.to(self.device) for z in self.step_noise]
 
     # -- one sampler step ---------------------------------------------------
 
@@ -263,7 +311,7 @@ class Workload:
     def train_step(self) -> float:
         """Sample K steps with gradient, score, backward, AdamW step. Returns the loss."""
         x = self.x0
-        kl = torch.zeros(())
+        kl = torch.zeros((), device=self.device)
         f = None
         for k, t in enumerate(self.timesteps):
             if self.use_checkpointing:
@@ -310,6 +358,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=2, help="untimed warm-up iterations (default 2)")
     p.add_argument("--checkpointing", choices=["on", "off"], default="off")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to run (default cpu)")
     p.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
     args = p.parse_args(argv)
     if args.iters < 1 or args.warmup < 0:
@@ -322,17 +371,31 @@ def main(argv: list[str]) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
-    work = Workload(args.config, use_checkpointing=args.checkpointing == "on")
+    cuda = args.device == "cuda"
+    if cuda:
+        if not torch.cuda.is_available():
+            print("--device cuda: torch sees no CUDA device", file=sys.stderr)
+            return 2
+        # Another run of this process (benches/gpu.sh imports this module) must not count here.
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    work = Workload(args.config, use_checkpointing=args.checkpointing == "on", device=args.device)
     rss_after_import = peak_rss_mib()
 
     losses = []
-    for _ in range(args.warmup):
-        losses.append(work.train_step())
+    warmup_times = []
     times = []
-    for _ in range(args.iters):
+    for i in range(args.warmup + args.iters):
+        sync()
         start = time.perf_counter()
         losses.append(work.train_step())
-        times.append(time.perf_counter() - start)
+        sync()
+        (warmup_times if i < args.warmup else times).append(time.perf_counter() - start)
     if not all(math.isfinite(v) for v in losses):
         print(f"non-finite loss: {losses}", file=sys.stderr)
         return 1
@@ -346,9 +409,10 @@ def main(argv: list[str]) -> int:
         "s_per_iter": statistics.median(times),
         "s_per_iter_min": min(times),
         "s_per_iter_mean": statistics.fmean(times),
+        "s_first_iter": (warmup_times + times)[0],
         "peak_rss_mib": peak_rss_mib(),
         "rss_after_import_mib": rss_after_import,
-        "backend": "cpu",
+        "backend": args.device,
         "threads": torch.get_num_threads(),
         "checkpointing": args.checkpointing,
         "torch": torch.__version__,
@@ -357,7 +421,18 @@ def main(argv: list[str]) -> int:
         "loss_first": losses[0],
         "loss_last": losses[-1],
         "trainable_params": work.trainable_params,
+        "base_params": work.base_params,
     }
+    if cuda:
+        mib = 1024 * 1024
+        result.update(
+            gpu=torch.cuda.get_device_name(),
+            cuda=torch.version.cuda,
+            cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
+            matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32,
+            cuda_max_allocated_mib=torch.cuda.max_memory_allocated() / mib,
+            cuda_max_reserved_mib=torch.cuda.max_memory_reserved() / mib,
+        )
     if args.json:
         print(json.dumps(result))
     else:
