@@ -15,8 +15,13 @@
 #   DEVICE        the Rust side's --device [cuda]; TORCH_DEVICE the Python side's [cuda]
 #   PYTHON        interpreter with torch, diffusers and peft [python3]
 #   CONFIGS       [tiny small dreamshaper]; MODES [on off] (per-step checkpointing)
+#   SIDES         [device_check rocm-rs pytorch]: which programs run (a device call's 64 MiB may
+#                 not hold both binaries and the diffusers wheel: split the session in two calls)
 #   BUDGET        seconds for the whole script [450]: each run's timeout is cut to what is left,
 #                 and runs that no longer fit are recorded as skipped
+#   WORK          where the raw per-run files go [a fresh temporary directory]; the summary covers
+#                 every run found there, so two calls on one machine with the same WORK give one
+#                 summary of both
 #   QUICK=1       1 iteration after 1 warm-up everywhere (to test this script)
 #
 # Each run is its own process, timed with a timeout; a failing run is recorded (exit code, the end
@@ -37,8 +42,10 @@ PYTHON="${PYTHON:-python3}"
 read -r -a configs <<<"${CONFIGS:-tiny small dreamshaper}"
 read -r -a modes <<<"${MODES:-on off}"
 BUDGET="${BUDGET:-450}"
+SIDES=" ${SIDES:-device_check rocm-rs pytorch} "
 mkdir -p "$OUT"
-work="$(mktemp -d)"
+work="${WORK:-$(mktemp -d)}"
+mkdir -p "$work"
 start_s=$SECONDS
 : >"$OUT/log.txt"
 
@@ -107,6 +114,7 @@ iters() { # iters CONFIG SIDE -> "--iters N --warmup W"
 }
 
 rust() { # rust CONFIG MODE
+    [[ "$SIDES" == *" rocm-rs "* ]] || return 0
     local limit=90
     [[ "$1" == dreamshaper ]] && limit=200
     # shellcheck disable=SC2046 # iters prints two flag pairs
@@ -114,6 +122,7 @@ rust() { # rust CONFIG MODE
         --config "$1" --checkpointing "$2" --device "$DEVICE" --json $(iters "$1" rust)
 }
 torch() { # torch CONFIG MODE
+    [[ "$SIDES" == *" pytorch "* ]] || return 0
     # shellcheck disable=SC2046
     run "pytorch-$1-$2" 120 env PYTHONUNBUFFERED=1 "$PYTHON" benches/python/bench_rocm.py \
         --config "$1" --checkpointing "$2" --device "$TORCH_DEVICE" --json $(iters "$1" python)
@@ -122,7 +131,7 @@ has() { [[ " $1 " == *" $2 "* ]]; }
 
 # Most wanted first, so that a spent budget cuts the least: the device check, the real-size
 # workload in its first mode on both sides, the small configs, the real size's other modes.
-run device_check 120 "$work/device_check" --device "$DEVICE" --json
+[[ "$SIDES" == *" device_check "* ]] && run device_check 120 "$work/device_check" --device "$DEVICE" --json
 big=dreamshaper
 if has "${configs[*]}" "$big"; then
     torch "$big" "${modes[0]}"

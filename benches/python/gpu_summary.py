@@ -4,7 +4,8 @@
 Usage: ``gpu_summary.py WORK_DIR OUT_DIR RUN_NAME...``, where ``WORK_DIR`` holds, for each run
 name, ``NAME.out`` (the program's stdout: its last line is its JSON record), ``NAME.rc``,
 ``NAME.wall`` and, where nvidia-smi was polled, ``NAME.base`` and ``NAME.mem`` (memory.used in
-MiB before and during the run). Standard library only.
+MiB before and during the run). Runs found in ``WORK_DIR`` but not named (an earlier call's)
+come first, in name order. Standard library only.
 """
 
 from __future__ import annotations
@@ -198,7 +199,9 @@ def summary(records: list[dict]) -> str:
 
 def main(argv: list[str]) -> int:
     work, out = Path(argv[0]), Path(argv[1])
-    records = [record(work, name) for name in argv[2:]]
+    named = argv[2:]
+    earlier = sorted(p.stem for p in work.glob("*.rc") if p.stem not in named)
+    records = [record(work, name) for name in earlier + named]
     with open(out / "results.jsonl", "w") as f:
         for r in records:
             f.write(json.dumps(r) + "\n")
