@@ -277,6 +277,7 @@ fn shapes_trainer(args: &Args) -> Result<(PipelineTrainer, ModelInfo), Box<dyn s
                 .map(|s| s.caption)
                 .collect(),
         )),
+        held_out: Vec::new(),
         train: rocm::trainer::TrainConfig {
             batch_size: SHAPES_BATCH,
             ..bench_train_config(args.checkpointing, args.concurrent)

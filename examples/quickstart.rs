@@ -304,6 +304,7 @@ fn run_config(args: &Args, beta: f64, train_prompts: &[String]) -> RunConfig {
             head: None,
         }),
         prompts: Some(PromptSource::List(train_prompts.to_vec())),
+        held_out: Vec::new(),
         train: TrainConfig {
             num_steps: args.steps,
             guidance: GuidanceKind::Embedded,

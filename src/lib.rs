@@ -32,6 +32,7 @@ pub use rocm_lora as lora;
 pub use rocm_models as models;
 pub use rocm_rewards as rewards;
 pub use rocm_sampler as sampler;
+pub use rocm_shapes as shapes;
 pub use rocm_trainer as trainer;
 
 pub use device::{Backend, DeviceError, select_device};

@@ -46,11 +46,16 @@ pub enum RewardKind {
     Compressibility,
     /// The 2-D toy's proxy reward, the x-coordinate of a point (`model = "toy"` only).
     X,
+    /// The shapes world's hidden preference `h = fidelity + taste`
+    /// ([`rocm_shapes::HiddenPreference`], 32 × 32 images): the held-out truth, for
+    /// evaluation only (`[[held_out]]`), never a training reward (not differentiable).
+    #[serde(rename = "shapes-h")]
+    ShapesH,
 }
 
 impl RewardKind {
     /// Every built-in reward, in the order help texts list them.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Aesthetic,
         Self::ClipScore,
         Self::ClipScorePaper,
@@ -59,6 +64,7 @@ impl RewardKind {
         Self::Color,
         Self::Compressibility,
         Self::X,
+        Self::ShapesH,
     ];
 
     /// The configuration and CLI name.
@@ -72,6 +78,7 @@ impl RewardKind {
             Self::Color => "color",
             Self::Compressibility => "compressibility",
             Self::X => "x",
+            Self::ShapesH => "shapes-h",
         }
     }
 
@@ -85,6 +92,22 @@ impl RewardKind {
         self != Self::X
     }
 
+    /// The name the loaded reward reports ([`RewardModel::name`]): what `eval.jsonl` and the
+    /// metrics call it (`clipscore-paper` is still `clipscore`, `shapes-h` is `h`).
+    pub fn reward_name(self) -> &'static str {
+        match self {
+            Self::ClipScorePaper => Self::ClipScore.name(),
+            Self::ShapesH => "h",
+            other => other.name(),
+        }
+    }
+
+    /// Whether a trainer can follow the reward's gradient (all but the evaluation-only
+    /// [`RewardKind::ShapesH`]).
+    pub fn is_differentiable(self) -> bool {
+        self != Self::ShapesH
+    }
+
     /// The model the reward loads when none is given (a hub id, resolved in the local Hugging
     /// Face cache), or `None` for rewards without a model.
     pub fn default_model(self) -> Option<&'static str> {
@@ -92,7 +115,7 @@ impl RewardKind {
             Self::PickScore => Some(PickScore::REPO),
             Self::Aesthetic | Self::ClipScore | Self::ClipScorePaper => Some(Aesthetic::CLIP_REPO),
             Self::HpsV2 => Some("xswu/HPSv2"),
-            Self::Color | Self::Compressibility | Self::X => None,
+            Self::Color | Self::Compressibility | Self::X | Self::ShapesH => None,
         }
     }
 
@@ -134,6 +157,7 @@ impl RewardKind {
             Self::HpsV2 => Box::new(HpsV2::from_pretrained(&model()?, device).map_err(err)?),
             Self::Color => Box::new(ColorTarget::new([1.0, 0.0, 0.0])),
             Self::Compressibility => Box::new(Compressibility),
+            Self::ShapesH => Box::new(rocm_shapes::HiddenPreference),
             Self::X => return Err(RewardError::NotAnImageReward(self)),
         })
     }
@@ -205,5 +229,23 @@ mod tests {
         for kind in RewardKind::ALL {
             assert!(msg.contains(kind.name()), "{msg}");
         }
+    }
+
+    #[test]
+    fn model_free_rewards_report_their_reward_name() {
+        let device = Device::flex();
+        for kind in [
+            RewardKind::Color,
+            RewardKind::Compressibility,
+            RewardKind::ShapesH,
+        ] {
+            let reward = kind
+                .load(None, None, &device)
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(reward.name(), kind.reward_name());
+        }
+        assert_eq!(RewardKind::ClipScorePaper.reward_name(), "clipscore");
+        assert!(!RewardKind::ShapesH.is_differentiable());
+        assert!(RewardKind::ALL[..8].iter().all(|k| k.is_differentiable()));
     }
 }

@@ -89,6 +89,49 @@ pub struct RewardSection {
     pub head: Option<PathBuf>,
 }
 
+/// One entry of the `[[held_out]]` array: an image reward scored at every evaluation, on the
+/// evaluation's images, next to the trained reward (`"held_out"` in `eval.jsonl`), never
+/// trained on.
+///
+/// ```toml
+/// [[held_out]]
+/// kind = "clipscore"
+/// model = "crates/rocm-shapes/assets/world/clip"
+/// [[held_out]]
+/// kind = "shapes-h"              # the shapes world's hidden preference
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeldOutSection {
+    /// Which reward.
+    pub kind: RewardKind,
+    /// Its name in `eval.jsonl` (default: the reward's own, [`RewardKind::reward_name`]:
+    /// `clipscore`, `h`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Its model: a folder or hub id (default: [`RewardKind::default_model`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The aesthetic reward's head file (default: the LAION head in rocm-rewards).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<PathBuf>,
+}
+
+/// A reward under another name (a `[[held_out]]` entry's `name`).
+struct Renamed {
+    name: String,
+    inner: Box<dyn RewardModel>,
+}
+
+impl RewardModel for Renamed {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn reward(&self, images: Tensor<4>, prompts: &[String]) -> Tensor<1> {
+        self.inner.reward(images, prompts)
+    }
+}
+
 /// Where the training prompts come from (the `[prompts]` table).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
@@ -111,6 +154,9 @@ pub struct RunConfig {
     /// The training prompts (default: the evaluation prompts; the toy takes none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompts: Option<PromptSource>,
+    /// Rewards scored at evaluation only (the `[[held_out]]` array, image models only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_out: Vec<HeldOutSection>,
     /// The trainer's settings.
     #[serde(default)]
     pub train: TrainConfig,
@@ -308,8 +354,63 @@ impl RunConfig {
                 "reward.kind",
                 "`x` is the toy's reward; a pipeline needs an image reward".into(),
             ),
-            _ => Ok(()),
+            (_, Some(k)) if !k.is_differentiable() => invalid(
+                "reward.kind",
+                format!(
+                    "`{k}` is for evaluation only (not differentiable): list it under \
+                     [[held_out]] and train on another reward"
+                ),
+            ),
+            (ModelSource::Toy, _) if !self.held_out.is_empty() => invalid(
+                "held_out",
+                "held-out rewards score images: the toy has none".into(),
+            ),
+            _ => self.check_held_out(path),
         }
+    }
+
+    fn check_held_out(&self, path: &Path) -> Result<(), RunError> {
+        let mut names: Vec<String> = Vec::new();
+        for h in &self.held_out {
+            let name = h
+                .name
+                .clone()
+                .unwrap_or_else(|| h.kind.reward_name().to_string());
+            let message = if !h.kind.is_image_reward() {
+                format!("`{}` is not an image reward", h.kind)
+            } else if name.is_empty() || name.contains(',') {
+                format!("the name `{name}` must be non-empty and without commas")
+            } else if names.contains(&name) {
+                format!("two entries are named `{name}`: give one a `name`")
+            } else {
+                names.push(name);
+                continue;
+            };
+            return Err(RunError::Invalid {
+                path: path.to_path_buf(),
+                key: "held_out",
+                message,
+            });
+        }
+        Ok(())
+    }
+
+    /// Loads the `[[held_out]]` rewards on `device`, renamed where an entry has a `name`.
+    pub fn held_out_rewards(&self, device: &Device) -> Result<Vec<Box<dyn RewardModel>>, RunError> {
+        self.held_out
+            .iter()
+            .map(|h| {
+                let head = h.head.as_deref().map(|p| self.resolve_path(p));
+                let inner = h.kind.load(h.model.as_deref(), head.as_deref(), device)?;
+                Ok(match &h.name {
+                    Some(name) => Box::new(Renamed {
+                        name: name.clone(),
+                        inner,
+                    }) as Box<dyn RewardModel>,
+                    None => inner,
+                })
+            })
+            .collect()
     }
 
     /// A relative path as given if it exists from the working directory, else from the
@@ -407,6 +508,7 @@ impl RunConfig {
                         });
                     }
                 };
+                let held_out = self.held_out_rewards(&device)?;
                 let pipeline =
                     LcmPipeline::from_pretrained(name, &device).map_err(|e| RunError::Model {
                         model: name.clone(),
@@ -442,7 +544,7 @@ impl RunConfig {
                 if let Some(ddim) = ddim {
                     builder = builder.ddim_scheduler(ddim);
                 }
-                let trainer = builder.build()?;
+                let trainer = builder.build()?.with_held_out(held_out)?;
                 (Run::Pipeline(Box::new(trainer)), loaded)
             }
         };

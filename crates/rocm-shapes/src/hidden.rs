@@ -38,6 +38,9 @@
 //! - contrast `clamp(‖c − b‖ / 0.6, 0, 1)`,
 //! - clean object `exp(−(σ_o / 0.05)²)`, `σ_o` the standard deviation of the pixels with `α > 0.95`.
 
+use burn::prelude::*;
+use rocm_rewards::RewardModel;
+
 use crate::render::{Image, coverage};
 use crate::world::{
     BACKGROUNDS, Background, COLOURS, Colour, IMAGE_SIZE, ObjectSpec, Position, PromptSpec, SHAPES,
@@ -448,6 +451,35 @@ pub fn taste(analysis: &Analysis) -> f32 {
     (clean_background + edges + framing + contrast + clean_object) / 5.0
 }
 
+/// `h` as an image [`RewardModel`] named `"h"`, for **evaluation only**: the held-out truth
+/// a trainer scores its evaluation images with (`[[held_out]]` `kind = "shapes-h"` in a run
+/// configuration) next to the learned rewards it imitates. Computed on the host, image by
+/// image, so it is not differentiable (a constant of the graph): never train on it.
+///
+/// # Panics
+/// If the images are not `[B, 3, 32, 32]` or `prompts.len() != B`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HiddenPreference;
+
+impl RewardModel for HiddenPreference {
+    fn name(&self) -> &str {
+        "h"
+    }
+
+    fn reward(&self, images: Tensor<4>, prompts: &[String]) -> Tensor<1> {
+        let device = images.device();
+        let images = Image::unbatch(images.detach());
+        assert_eq!(
+            images.len(),
+            prompts.len(),
+            "HiddenPreference: one prompt per image"
+        );
+        let values: Vec<f32> = images.iter().zip(prompts).map(|(i, p)| h(i, p)).collect();
+        let n = values.len();
+        Tensor::from_data(TensorData::new(values, [n]), &device)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -570,5 +602,21 @@ mod tests {
         assert!(p.fidelity < 0.5 && p.taste <= 0.2, "{p:?}");
         let free = preference(&image, "something else entirely");
         assert!(free.fidelity.is_finite() && free.fidelity <= 1.0);
+    }
+
+    #[test]
+    fn hidden_preference_scores_a_batch_as_h_does() {
+        let device = Device::flex();
+        let scenes = Split::Test.scenes(0, 3);
+        let images: Vec<Image> = scenes.iter().map(render).collect();
+        let prompts: Vec<String> = scenes.iter().map(|s| s.caption.clone()).collect();
+        let v = HiddenPreference
+            .reward(Image::batch(&images, &device), &prompts)
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap();
+        let expected: Vec<f32> = images.iter().zip(&prompts).map(|(i, p)| h(i, p)).collect();
+        assert_eq!(v, expected);
+        assert_eq!(HiddenPreference.name(), "h");
     }
 }

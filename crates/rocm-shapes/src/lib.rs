@@ -27,6 +27,6 @@ pub mod world;
 
 pub use error::Error;
 
-pub use hidden::{Preference, h, preference};
+pub use hidden::{HiddenPreference, Preference, h, preference};
 pub use render::{Image, Perturbation, render, render_perturbed};
 pub use world::{Scene, Split};

@@ -246,6 +246,10 @@ pub struct TrainConfig {
     /// evaluation appends to `<output_dir>/eval.jsonl` and, for image models, writes a grid to
     /// `<output_dir>/samples/step-NNNNNN.png` (rows = prompts, columns = seeds).
     pub eval_every: usize,
+    /// Also evaluate once before the first iteration (step 0: the base model, default false),
+    /// when evaluation is on (`eval_every > 0`). A run resumed from a checkpoint does not repeat
+    /// it.
+    pub eval_at_start: bool,
     /// Where metrics and checkpoints go (default `runs/rocm`).
     pub output_dir: PathBuf,
 }
@@ -290,6 +294,7 @@ impl Default for TrainConfig {
             eval_prompts: Vec::new(),
             eval_seeds: vec![0, 1, 2, 3],
             eval_every: 100,
+            eval_at_start: false,
             output_dir: PathBuf::from("runs/rocm"),
         }
     }
@@ -726,6 +731,7 @@ mod tests {
             eval_prompts: vec!["a".into()],
             eval_seeds: vec![5],
             eval_every: 3,
+            eval_at_start: true,
             output_dir: PathBuf::from("out"),
         };
         assert_eq!(TrainConfig::from_toml_str(&c.to_toml(), "x").unwrap(), c);

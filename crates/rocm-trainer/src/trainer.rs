@@ -83,6 +83,8 @@ pub struct RocmTrainer<const D: usize, M: TrainableModel<D>> {
     device: Device,
     /// Ranks 1 to N − 1 of a data-parallel run ([`RocmTrainer::with_replicas`]).
     replicas: Option<crate::parallel::Replicas>,
+    /// Image rewards scored at evaluation only ([`RocmTrainer::with_held_out`]).
+    held_out: Vec<Box<dyn rocm_rewards::RewardModel>>,
 }
 
 /// The averaged gradients of one iteration, before clipping, and what the rollouts measured.
@@ -478,6 +480,9 @@ impl<const D: usize, M: TrainableModel<D> + rocm_lora::LoraContainer> RocmTraine
         let mut writer = MetricsWriter::open(&out)?;
         let every = self.config.checkpoint_every;
         let mut all = Vec::new();
+        if self.step == 0 && self.config.eval_every > 0 && self.config.eval_at_start {
+            self.write_eval(&out)?;
+        }
         while self.step < self.config.iterations {
             let m = self.train_iteration()?;
             writer.write(&m)?;

@@ -252,6 +252,7 @@ impl<const D: usize, M: TrainableModel<D>> TrainerBuilder<D, M> {
             step: 0,
             device,
             replicas: None,
+            held_out: Vec::new(),
         })
     }
 }

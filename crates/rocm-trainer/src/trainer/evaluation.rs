@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
+use rocm_rewards::RewardModel;
 use rocm_sampler::{Base, Branch};
 
 use super::{RocmTrainer, RolloutSampler, SAMPLES_DIR, TrainableModel};
@@ -20,8 +21,39 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
             .unzip()
     }
 
+    /// Adds image rewards that only evaluation scores: each evaluation also scores its images
+    /// with every one of them and records them under `"held_out"` in `eval.jsonl` by
+    /// [`RewardModel::name`] (the paper's protocol: the trained reward and the others, on the
+    /// same images). They are never differentiated and do not change training. They need a
+    /// reward with images ([`LatentReward::reward_with_images`], e.g. a [`crate::DecodedReward`]);
+    /// without images they are not scored.
+    ///
+    /// One of them may be the trained reward itself (scored again, so that every run of a grid
+    /// has the same columns). Errors with [`Error::InvalidField`] when two share a name.
+    pub fn with_held_out(mut self, rewards: Vec<Box<dyn RewardModel>>) -> Result<Self, Error> {
+        let mut names: Vec<&str> = Vec::new();
+        for r in &rewards {
+            if names.contains(&r.name()) {
+                return Err(Error::InvalidField {
+                    field: "held_out",
+                    message: format!("two evaluation rewards are named `{}`", r.name()),
+                });
+            }
+            names.push(r.name());
+        }
+        self.held_out = rewards;
+        Ok(self)
+    }
+
+    /// The names of the held-out rewards ([`RocmTrainer::with_held_out`]), in order.
+    pub fn held_out_names(&self) -> Vec<&str> {
+        self.held_out.iter().map(|r| r.name()).collect()
+    }
+
     /// Evaluates the configuration's prompts × seeds ([`RocmTrainer::evaluation_pairs`]):
-    /// appends `{"step", "reward_mean", "rewards"}` to `<out>/eval.jsonl` and, for rewards with
+    /// appends `{"step", "reward_mean", "rewards", "held_out"}` to `<out>/eval.jsonl`, where
+    /// `held_out` maps each held-out reward's name ([`RocmTrainer::with_held_out`]) to
+    /// `{"mean", "values"}` on the same images, and, for rewards with
     /// images ([`LatentReward::reward_with_images`]), writes their grid (rows = prompts,
     /// columns = seeds) to `<out>/samples/step-NNNNNN.png` ([`RocmTrainer::samples_path`]).
     /// Nothing without evaluation prompts or seeds. With replicas the pairs are sharded over the
@@ -35,7 +67,29 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
         let (rewards, images) = self.evaluate_sharded(&prompts, &seeds)?;
         let c = &self.config;
         let mean = rewards.iter().map(|r| f64::from(*r)).sum::<f64>() / rewards.len() as f64;
-        let line = serde_json::json!({"step": self.step, "reward_mean": mean, "rewards": rewards});
+        let mut held_out = serde_json::Map::new();
+        if let Some(images) = &images {
+            for reward in &self.held_out {
+                let values = reward
+                    .reward(images.clone().detach(), &prompts)
+                    .into_data()
+                    .convert::<f32>()
+                    .try_into_vec::<f32>()
+                    .unwrap_or_default();
+                let m = values.iter().map(|v| f64::from(*v)).sum::<f64>() / values.len() as f64;
+                log::info!("step {}: held-out {} {m:.4}", self.step, reward.name());
+                held_out.insert(
+                    reward.name().to_string(),
+                    serde_json::json!({"mean": m, "values": values}),
+                );
+            }
+        }
+        let line = serde_json::json!({
+            "step": self.step,
+            "reward_mean": mean,
+            "rewards": rewards,
+            "held_out": held_out,
+        });
         let path = out.join("eval.jsonl");
         let mut file = std::fs::OpenOptions::new()
             .create(true)
