@@ -130,8 +130,7 @@ fn bad_held_out_entries_and_training_on_h_are_refused() {
     ];
     for (text, needle) in cases {
         let e = RunConfig::from_toml_str(&text, "run.toml")
-            .err()
-            .expect("refused")
+            .expect_err("refused")
             .to_string();
         assert!(e.contains(needle), "{e}");
         assert!(e.contains("run.toml"), "{e}");
