@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
 
+use super::report::Report;
 use super::{GridError, RUNS_DIR};
 use crate::experiment::error::io;
 
@@ -24,9 +25,13 @@ struct GridFile {
     #[serde(default)]
     axes: Vec<AxisFile>,
     #[serde(default)]
+    exclude: Vec<BTreeMap<String, Vec<Value>>>,
+    #[serde(default)]
     quick: QuickSection,
     #[serde(default)]
     results: ResultsSection,
+    #[serde(default)]
+    reports: Vec<Report>,
 }
 
 #[derive(Deserialize)]
@@ -147,10 +152,16 @@ pub struct Grid {
     pub set: Table,
     /// The axes, slowest first.
     pub axes: Vec<Axis>,
+    /// Combinations left out of the product (`[[exclude]]`): a run is left out when, for every
+    /// axis an entry names, its label is one of the entry's (e.g. `{ method = ["kl-0.1"],
+    /// reward = ["clipscore", "aesthetic"] }`: the β sweep only on one reward).
+    pub exclude: Vec<BTreeMap<String, Vec<Value>>>,
     /// The quick grid.
     pub quick: QuickSection,
     /// How the results are grouped.
     pub results: ResultsSection,
+    /// The tables and figures drawn from the runs' evaluations (`[[reports]]`).
+    pub reports: Vec<Report>,
     /// Dotted keys holding file paths (the `rocm` crate's run configuration passes
     /// `prompts.file` and `reward.head`): a relative one that does not exist from the working
     /// directory but does from [`Grid::base_dir`] is rewritten to that, as the base file
@@ -194,6 +205,9 @@ pub struct Plan {
     pub axes: Vec<String>,
     /// The averaged axis and the split axes.
     pub results: ResultsSection,
+    /// The reports (`[[reports]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reports: Vec<Report>,
     /// Every run.
     pub runs: Vec<PlannedRun>,
 }
@@ -255,7 +269,7 @@ fn assign(table: &mut Table, key: &str, value: &Value, replace: bool) -> Result<
 }
 
 /// The value at `key` (dotted), if any.
-fn get_key<'a>(table: &'a Table, key: &str) -> Option<&'a Value> {
+pub(crate) fn get_key<'a>(table: &'a Table, key: &str) -> Option<&'a Value> {
     let mut parts = key.split('.');
     let mut value = table.get(parts.next()?)?;
     for part in parts {
@@ -265,7 +279,7 @@ fn get_key<'a>(table: &'a Table, key: &str) -> Option<&'a Value> {
 }
 
 /// A value's label: strings as they are, numbers and booleans as TOML writes them.
-fn label_of(value: &Value) -> Option<String> {
+pub(crate) fn label_of(value: &Value) -> Option<String> {
     match value {
         Value::String(s) => Some(s.clone()),
         Value::Integer(_) | Value::Float(_) | Value::Boolean(_) => Some(value.to_string()),
@@ -274,7 +288,7 @@ fn label_of(value: &Value) -> Option<String> {
 }
 
 /// A label with every character outside `A–Z a–z 0–9 . + -` replaced by `_`.
-fn sanitise(label: &str) -> String {
+pub(crate) fn sanitise(label: &str) -> String {
     label
         .chars()
         .map(|c| {
@@ -364,8 +378,10 @@ impl Grid {
             output_dir: file.output_dir,
             set: file.set,
             axes,
+            exclude: file.exclude,
             quick: file.quick,
             results: file.results,
+            reports: file.reports,
             path_keys: Vec::new(),
         };
         grid.check_names().map_err(|(k, m)| invalid(&k, m))?;
@@ -481,11 +497,27 @@ impl Grid {
                 .find(|a| a.name == name)
                 .ok_or_else(|| (key, format!("no axis `{name}` (axes: {})", names())))
         };
-        for (name, keep) in &self.quick.axes {
-            let key = format!("quick.axes.{name}");
+        let lists = self
+            .quick
+            .axes
+            .iter()
+            .map(|(name, keep)| (format!("quick.axes.{name}"), name, keep))
+            .chain(self.exclude.iter().enumerate().flat_map(|(i, e)| {
+                e.iter()
+                    .map(move |(name, labels)| (format!("exclude[{i}].{name}"), name, labels))
+            }));
+        for (i, e) in self.exclude.iter().enumerate() {
+            if e.is_empty() {
+                return Err((
+                    format!("exclude[{i}]"),
+                    "name at least one axis (an empty entry would exclude every run)".into(),
+                ));
+            }
+        }
+        for (key, name, keep) in lists {
             let a = axis(name, key.clone())?;
             if keep.is_empty() {
-                return Err((key, "keep at least one value".into()));
+                return Err((key, "list at least one value".into()));
             }
             for v in keep {
                 let label = label_of(v).map(|l| sanitise(&l));
@@ -509,6 +541,17 @@ impl Grid {
         }
         for name in &self.results.split_by {
             axis(name, "results.split_by".into())?;
+        }
+        for (i, report) in self.reports.iter().enumerate() {
+            report
+                .check(&self.axes)
+                .map_err(|(k, m)| (format!("reports[{i}].{k}"), m))?;
+            if self.reports[..i].iter().any(|r| r.name() == report.name()) {
+                return Err((
+                    format!("reports[{i}].name"),
+                    format!("two reports are named `{}`", report.name()),
+                ));
+            }
         }
         Ok(())
     }
@@ -574,13 +617,28 @@ impl Grid {
         for (k, v) in &self.set {
             set_key(&mut common, k, v).map_err(|m| invalid(format!("set.{k}"), m))?;
         }
-        for index in 0..total {
-            // Mixed-radix digits of `index`, the last axis fastest.
-            let mut rest = index;
+        let listed = |list: &[Value], label: &str| {
+            list.iter()
+                .any(|k| label_of(k).map(|l| sanitise(&l)).as_deref() == Some(label))
+        };
+        for product_index in 0..total {
+            // Mixed-radix digits of the product index, the last axis fastest.
+            let mut rest = product_index;
             let mut picks = vec![0; kept.len()];
             for (a, values) in kept.iter().enumerate().rev() {
                 picks[a] = rest % values.len();
                 rest /= values.len();
+            }
+            let excluded = self.exclude.iter().any(|entry| {
+                entry.iter().all(|(name, list)| {
+                    self.axes
+                        .iter()
+                        .position(|a| a.name == *name)
+                        .is_some_and(|a| listed(list, &kept[a][picks[a]].label))
+                })
+            });
+            if excluded {
+                continue;
             }
             let mut config = common.clone();
             let mut labels = Vec::new();
@@ -619,7 +677,7 @@ impl Grid {
             .map_err(|m| invalid(OUTPUT_DIR_KEY.into(), m))?;
             self.rebase_paths(&mut config);
             runs.push(PlannedRun {
-                index,
+                index: runs.len(),
                 id,
                 labels,
                 config,
@@ -634,6 +692,7 @@ impl Grid {
                 average_over: self.average_over(),
                 split_by: self.results.split_by.clone(),
             },
+            reports: self.reports.clone(),
             runs,
         })
     }
@@ -692,6 +751,50 @@ mod tests {
 
     fn grid() -> Grid {
         Grid::from_toml_str(GRID, "g.toml").unwrap()
+    }
+
+    #[test]
+    fn exclude_leaves_out_matching_combinations_and_renumbers() {
+        let text = format!(
+            "{GRID}\n[[exclude]]\nmethod = [\"draft 1\"]\ndivergence = [\"js\"]\n\
+             [[exclude]]\nseed = [2]\nmethod = [\"rocm\"]\n"
+        );
+        let plan = Grid::from_toml_str(&text, "g.toml")
+            .unwrap()
+            .plan(false)
+            .unwrap();
+        let ids: Vec<&str> = plan.runs.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "method-rocm_divergence-kl_seed-0",
+                "method-rocm_divergence-kl_seed-1",
+                "method-rocm_divergence-js_seed-0",
+                "method-rocm_divergence-js_seed-1",
+                "method-draft_1_divergence-kl_seed-0",
+                "method-draft_1_divergence-kl_seed-1",
+                "method-draft_1_divergence-kl_seed-2",
+            ]
+        );
+        assert!(plan.runs.iter().enumerate().all(|(i, r)| r.index == i));
+        // The quick grid (seed 1 only) excludes the same combinations.
+        let quick = Grid::from_toml_str(&text, "g.toml")
+            .unwrap()
+            .plan(true)
+            .unwrap();
+        assert_eq!(quick.runs.len(), 3);
+        for (bad, needle) in [
+            ("[[exclude]]\nmethdo = [\"rocm\"]\n", "no axis `methdo`"),
+            (
+                "[[exclude]]\nmethod = [\"rocmm\"]\n",
+                "none of the axis' labels",
+            ),
+            ("[[exclude]]\nmethod = []\n", "at least one value"),
+        ] {
+            let e = Grid::from_toml_str(&format!("{GRID}\n{bad}"), "g.toml").unwrap_err();
+            assert!(e.to_string().contains(needle), "{e}");
+            assert!(e.to_string().contains("exclude[0]"), "{e}");
+        }
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //! | `i/N` slices of a plan | [`Shard`] |
 //! | running a slice: skip finished runs, resume interrupted ones, N at a time | [`execute`], [`Launcher`] |
 //! | a finished run's final numbers | [`RunSummary`] |
-//! | `results.csv`, `results.md`, `timings.csv` from one or several output folders | [`Results`] |
+//! | `results.csv`, `results.md`, `timings.csv`, `curves.csv` from one or several output folders | [`Results`] |
+//! | a finished run's evaluations, with the budget spent up to each | [`RunCurves`] |
+//! | tables and figures from them (`[[reports]]`: Table 1, a β sweep, reward against time, image grids) | [`report::Report`] |
 //!
 //! A grid point is a *run configuration* (the `rocm` crate's `RunConfig`: `model`, `[reward]`,
 //! `[prompts]`, `[train]` = [`crate::TrainConfig`]); this module treats it as a TOML table and
@@ -49,12 +51,15 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod curves;
 mod error;
 mod execute;
 mod grid;
+pub mod report;
 mod results;
 mod shard;
 
+pub use curves::{EvalPoint, RunCurves, TRAINED_REWARD};
 pub use error::GridError;
 pub use execute::{COMPLETED_FILE, Event, Launcher, Outcome, execute};
 pub use grid::{Axis, AxisValue, Grid, Plan, PlannedRun, QuickSection, ResultsSection};
@@ -70,6 +75,9 @@ pub const RUNS_DIR: &str = "runs";
 pub const RESULTS_CSV: &str = "results.csv";
 /// The results as Markdown tables, mean ± std over the averaged axis.
 pub const RESULTS_MD: &str = "results.md";
+/// Every evaluation of every finished run: the trained reward and each held-out reward by step,
+/// with the training seconds and reward queries spent up to it.
+pub const CURVES_CSV: &str = "curves.csv";
 /// Each run's wall-clock training seconds (kept out of `results.csv`, which is a function of the
 /// configurations alone).
 pub const TIMINGS_CSV: &str = "timings.csv";

@@ -4,9 +4,10 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::error::io;
+use super::report::{Context, write_reports};
 use super::{
-    COMPLETED_FILE, GridError, PLAN_FILE, Plan, PlannedRun, RESULTS_CSV, RESULTS_MD, RUNS_DIR,
-    TIMINGS_CSV,
+    COMPLETED_FILE, CURVES_CSV, GridError, PLAN_FILE, Plan, PlannedRun, RESULTS_CSV, RESULTS_MD,
+    RUNS_DIR, TIMINGS_CSV,
 };
 use crate::metrics::read_metrics_jsonl;
 
@@ -116,6 +117,9 @@ pub struct Results {
     pub plan: Plan,
     /// One entry per plan run, `None` where no folder holds it finished.
     pub summaries: Vec<Option<RunSummary>>,
+    /// The folder of each finished run (parallel to `summaries`), for `curves.csv` and the
+    /// reports; `None` where not finished or not known.
+    pub dirs: Vec<Option<PathBuf>>,
 }
 
 impl Results {
@@ -123,19 +127,22 @@ impl Results {
     /// folders: `<dir>/runs/<id>/`) where it is marked complete ([`COMPLETED_FILE`]).
     pub fn collect(plan: &Plan, dirs: &[PathBuf]) -> Result<Self, GridError> {
         let mut summaries = Vec::with_capacity(plan.runs.len());
+        let mut found_dirs = Vec::with_capacity(plan.runs.len());
         for run in &plan.runs {
             let found = dirs
                 .iter()
                 .map(|d| d.join(RUNS_DIR).join(&run.id))
                 .find(|d| d.join(COMPLETED_FILE).is_file());
-            summaries.push(match found {
-                Some(dir) => Some(RunSummary::read(&dir)?),
+            summaries.push(match &found {
+                Some(dir) => Some(RunSummary::read(dir)?),
                 None => None,
             });
+            found_dirs.push(found);
         }
         Ok(Self {
             plan: plan.clone(),
             summaries,
+            dirs: found_dirs,
         })
     }
 
@@ -338,13 +345,57 @@ impl Results {
         out
     }
 
-    /// Writes `results.csv`, `results.md` and `timings.csv` into `dir` (each written whole, then
+    /// `curves.csv`: every evaluation of every finished run, a row per (run, step):
+    /// `run,<axes…>,step,seconds,reward_queries,<metrics…>` (the trained reward as `reward`,
+    /// then the held-out rewards by name; empty where a run did not measure one). Training
+    /// seconds are machine-dependent, like `timings.csv`'s.
+    pub fn curves_csv(&self) -> Result<String, GridError> {
+        let ctx = Context::read(&self.plan, &self.dirs)?;
+        let mut metrics: Vec<String> = Vec::new();
+        for f in &ctx.runs {
+            for m in f.curves.metric_names() {
+                if !metrics.contains(&m) {
+                    metrics.push(m);
+                }
+            }
+        }
+        let mut out = String::from("run");
+        for name in self.plan.axes.iter().chain(&metrics_header(&metrics)) {
+            out.push(',');
+            out.push_str(name);
+        }
+        out.push('\n');
+        for f in &ctx.runs {
+            for e in &f.curves.evals {
+                out.push_str(&f.run.id);
+                for label in &f.run.labels {
+                    out.push(',');
+                    out.push_str(label);
+                }
+                let _ = write!(out, ",{},{},{}", e.step, e.seconds, e.reward_queries);
+                for m in &metrics {
+                    out.push(',');
+                    if let Some(v) = e.values.get(m) {
+                        out.push_str(&v.to_string());
+                    }
+                }
+                out.push('\n');
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes `results.csv`, `results.md` (with a section per `[[reports]]` entry, whose files
+    /// go next to it), `timings.csv` and `curves.csv` into `dir` (each written whole, then
     /// renamed into place).
     pub fn write(&self, dir: &Path) -> Result<(), GridError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         write_atomic(&dir.join(RESULTS_CSV), &self.csv())?;
-        write_atomic(&dir.join(RESULTS_MD), &self.markdown())?;
-        write_atomic(&dir.join(TIMINGS_CSV), &self.timings_csv())
+        let ctx = Context::read(&self.plan, &self.dirs)?;
+        let reports = write_reports(&ctx, dir)?;
+        write_atomic(&dir.join(RESULTS_MD), &(self.markdown() + &reports))?;
+        write_atomic(&dir.join(TIMINGS_CSV), &self.timings_csv())?;
+        write_atomic(&dir.join(CURVES_CSV), &self.curves_csv()?)
     }
 }
 
@@ -364,6 +415,15 @@ type Row<'a> = (Vec<String>, Vec<&'a RunSummary>);
 
 /// A number for a table: a whole number as it is, else 4 decimals, or 3 significant digits in
 /// exponent form when very large or small.
+/// The header cells of `curves.csv` after the axes.
+fn metrics_header(metrics: &[String]) -> Vec<String> {
+    ["step", "seconds", "reward_queries"]
+        .into_iter()
+        .map(String::from)
+        .chain(metrics.iter().cloned())
+        .collect()
+}
+
 fn number(v: f64) -> String {
     let a = v.abs();
     if v == 0.0 {
@@ -425,7 +485,12 @@ mod tests {
         let mut summaries: Vec<Option<RunSummary>> =
             (0..8).map(|i| Some(summary(i as f64))).collect();
         summaries[7] = None;
-        let results = Results { plan, summaries };
+        let dirs = vec![None; summaries.len()];
+        let results = Results {
+            plan,
+            summaries,
+            dirs,
+        };
         let csv = results.csv();
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(
@@ -465,6 +530,7 @@ mod tests {
         plan.results = ResultsSection::default();
         let results = Results {
             summaries: vec![Some(summary(2.0)); 8],
+            dirs: vec![None; 8],
             plan,
         };
         let md = results.markdown();

@@ -73,6 +73,8 @@ pub struct Chart {
     pub y_label: String,
     /// The y axis scale.
     pub y_scale: Scale,
+    /// The x axis scale ([`curves`] only; default linear).
+    pub x_scale: Scale,
 }
 
 impl Chart {
@@ -87,7 +89,14 @@ impl Chart {
             x_label: x_label.into(),
             y_label: y_label.into(),
             y_scale: Scale::Linear,
+            x_scale: Scale::Linear,
         }
+    }
+
+    /// The same chart on a [`Scale::Symlog`] x axis (e.g. a sweep over β = 0, 0.1, …, 10).
+    pub fn symlog_x(mut self) -> Self {
+        self.x_scale = Scale::Symlog;
+        self
     }
 
     /// The same chart on a [`Scale::Symlog`] y axis.
@@ -226,13 +235,14 @@ fn padded((lo, hi): (f64, f64), scale: Scale) -> Range<f64> {
 }
 
 /// Draws the titled, labelled mesh on `area` and returns the chart to draw series into.
-fn mesh<'a, Y>(
+fn mesh<'a, X, Y>(
     area: &Area<'a>,
     chart: &Chart,
-    x: Range<f64>,
+    x: X,
     y: Y,
-) -> io::Result<ChartContext<'a, BitMapBackend<'a>, Cartesian2d<RangedCoordf64, Y>>>
+) -> io::Result<ChartContext<'a, BitMapBackend<'a>, Cartesian2d<X, Y>>>
 where
+    X: Ranged<ValueType = f64> + ValueFormatter<f64>,
     Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
 {
     let mut ctx = ChartBuilder::on(area)
@@ -258,13 +268,14 @@ where
 
 /// Draws `series` as lines (with markers when short) and a dashed line at y = 0 when the range
 /// crosses it.
-fn lines<Y>(
-    ctx: &mut ChartContext<'_, BitMapBackend<'_>, Cartesian2d<RangedCoordf64, Y>>,
+fn lines<X, Y>(
+    ctx: &mut ChartContext<'_, BitMapBackend<'_>, Cartesian2d<X, Y>>,
     series: &[Series],
     x: &Range<f64>,
     y: &Range<f64>,
 ) -> io::Result<()>
 where
+    X: Ranged<ValueType = f64>,
     Y: Ranged<ValueType = f64>,
 {
     if y.start < 0.0 && y.end > 0.0 {
@@ -302,7 +313,11 @@ where
 pub fn curves(path: &Path, chart: &Chart, series: &[Series]) -> io::Result<()> {
     let points = || series.iter().flat_map(|s| s.points.iter());
     let (x0, x1) = extent(points().map(|p| p.0)).unwrap_or((0.0, 1.0));
-    let x = if x1 > x0 { x0..x1 } else { x0 - 0.5..x1 + 0.5 };
+    let x = match chart.x_scale {
+        Scale::Linear if x1 > x0 => x0..x1,
+        Scale::Linear => x0 - 0.5..x1 + 0.5,
+        Scale::Symlog => padded((x0, x1), Scale::Symlog),
+    };
     let y = padded(
         extent(points().map(|p| p.1)).unwrap_or((0.0, 1.0)),
         chart.y_scale,
@@ -314,14 +329,23 @@ pub fn curves(path: &Path, chart: &Chart, series: &[Series]) -> io::Result<()> {
         .collect();
     render(path, |root| {
         let plot = with_legend(root, &entries)?;
-        match chart.y_scale {
-            Scale::Linear => {
-                let mut ctx = mesh(&plot, chart, x.clone(), RangedCoordf64::from(y.clone()))?;
-                lines(&mut ctx, series, &x, &y)
+        let (lx, ly) = (
+            RangedCoordf64::from(x.clone()),
+            RangedCoordf64::from(y.clone()),
+        );
+        let (sx, sy) = (SymlogRange::new(x.clone()), SymlogRange::new(y.clone()));
+        match (chart.x_scale, chart.y_scale) {
+            (Scale::Linear, Scale::Linear) => {
+                lines(&mut mesh(&plot, chart, lx, ly)?, series, &x, &y)
             }
-            Scale::Symlog => {
-                let mut ctx = mesh(&plot, chart, x.clone(), SymlogRange::new(y.clone()))?;
-                lines(&mut ctx, series, &x, &y)
+            (Scale::Linear, Scale::Symlog) => {
+                lines(&mut mesh(&plot, chart, lx, sy)?, series, &x, &y)
+            }
+            (Scale::Symlog, Scale::Linear) => {
+                lines(&mut mesh(&plot, chart, sx, ly)?, series, &x, &y)
+            }
+            (Scale::Symlog, Scale::Symlog) => {
+                lines(&mut mesh(&plot, chart, sx, sy)?, series, &x, &y)
             }
         }
     })
@@ -342,7 +366,12 @@ pub fn scatter(
     ];
     render(path, |root| {
         let plot = with_legend(root, &entries)?;
-        let mut ctx = mesh(&plot, chart, x.clone(), RangedCoordf64::from(y.clone()))?;
+        let mut ctx = mesh(
+            &plot,
+            chart,
+            RangedCoordf64::from(x.clone()),
+            RangedCoordf64::from(y.clone()),
+        )?;
         let inside = |p: &(f64, f64)| x.contains(&p.0) && y.contains(&p.1);
         let dots = samples
             .iter()
