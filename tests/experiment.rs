@@ -313,3 +313,103 @@ fn bad_grids_and_shards_are_refused_before_anything_runs() {
     assert!(!dir.join("out").exists(), "a run started");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// experiments/paper_mini.toml: 93 runs (31 quick), each a valid run configuration whose
+/// model, reward and prompt files exist from the repository root; and a miniature of its quick
+/// grid (one reward, four methods, 2 iterations, 2 evaluation images) runs through the
+/// `rocm experiment` command and writes every report.
+#[test]
+fn the_paper_mini_grid_plans_valid_runs_and_its_reports_are_written() {
+    use rocm::run::{PATH_KEYS, RunConfig};
+    use rocm::trainer::experiment::Grid;
+    let path = root().join("experiments/paper_mini.toml");
+    let grid = Grid::load(&path).unwrap().with_path_keys(&PATH_KEYS);
+    let plan = grid.plan(false).unwrap();
+    assert_eq!(plan.runs.len(), 93);
+    assert_eq!(grid.plan(true).unwrap().runs.len(), 31);
+    for run in &plan.runs {
+        let c = RunConfig::from_toml_str(&run.config_text(), &path)
+            .unwrap_or_else(|e| panic!("{}: {e}", run.id));
+        let rocm::run::ModelSource::Pretrained(model) = &c.model else {
+            panic!("{}: not a pipeline", run.id)
+        };
+        assert!(
+            root().join(model).join("model_index.json").is_file(),
+            "{model}"
+        );
+        assert_eq!(c.held_out.len(), 4, "{}", run.id);
+        assert!(
+            c.train.eval_at_start && c.train.eval_every > 0,
+            "{}",
+            run.id
+        );
+        // Every method scores 8 images per iteration.
+        let per_prompt = match c.train.algorithm {
+            rocm::trainer::AlgorithmKind::Rocm => 1,
+            _ => 2,
+        };
+        assert_eq!(c.train.batch_size * per_prompt, 8, "{}", run.id);
+    }
+
+    let dir = scratch("paper-mini");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "axes = { seed = [0] }",
+        "axes = { seed = [0], reward = [\"pref\"], method = [\"none\", \"kl\", \"rlcm\", \"ddpo\"] }\n\
+         output_dir = \"OUT\"",
+    );
+    let text = text
+        .replace(
+            "set = { \"train.iterations\" = 12, \"train.eval_every\" = 6, \"train.checkpoint_every\" = 6 }",
+            "set = { \"train.iterations\" = 2, \"train.eval_every\" = 1, \"train.checkpoint_every\" = 1, \
+             \"train.eval_seeds\" = [0], \"train.eval_prompts\" = [\"a red circle\", \"a blue square\"], \
+             \"train.num_steps\" = 2 }",
+        )
+        .replace("OUT", &dir.join("out").display().to_string());
+    assert!(
+        text.contains("\"train.iterations\" = 2"),
+        "the quick section moved"
+    );
+    let mini = dir.join("paper_mini.toml");
+    std::fs::write(&mini, text).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_rocm"))
+        .current_dir(root())
+        .args(["experiment", "--quick", "--config"])
+        .arg(&mini)
+        .env("RAYON_NUM_THREADS", "1")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = dir.join("out");
+    let md = read(out.join("results.md"));
+    for section in [
+        "## Table 1 analogue",
+        "### reward = pref (column `pref` left out: the trained reward)",
+        "| *base LCM (4 steps)* | 1 |",
+        "## Fig. 4 analogue",
+        "## Fig. 5 analogue",
+        "## Fig. 6 analogue",
+    ] {
+        assert!(md.contains(section), "{section}:\n{md}");
+    }
+    for file in [
+        "table1.csv",
+        "fig4_beta_sweep.csv",
+        "fig4_beta_sweep_pref.png",
+        "fig4_beta_sweep_h.png",
+        "fig5_reward_vs_time.csv",
+        "fig5_reward_vs_time_vs_seconds.png",
+        "fig5_reward_vs_time_vs_queries.png",
+    ] {
+        assert!(out.join(file).is_file(), "{file}");
+    }
+    let curves = read(out.join("curves.csv"));
+    assert!(
+        curves.starts_with(
+            "run,reward,method,seed,step,seconds,reward_queries,reward,aesthetic,clipscore,h,pref\n"
+        ),
+        "{curves}"
+    );
+    // 4 runs × evaluations at steps 0, 1, 2.
+    assert_eq!(curves.lines().count(), 1 + 4 * 3, "{curves}");
+    std::fs::remove_dir_all(&dir).ok();
+}
