@@ -314,7 +314,7 @@ fn bad_grids_and_shards_are_refused_before_anything_runs() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// experiments/paper_mini.toml: 93 runs (31 quick), each a valid run configuration whose
+/// experiments/paper_mini.toml: 102 runs (34 quick), each a valid run configuration whose
 /// model, reward and prompt files exist from the repository root; and a miniature of its quick
 /// grid (one reward, four methods, 2 iterations, 2 evaluation images) runs through the
 /// `rocm experiment` command and writes every report.
@@ -325,8 +325,8 @@ fn the_paper_mini_grid_plans_valid_runs_and_its_reports_are_written() {
     let path = root().join("experiments/paper_mini.toml");
     let grid = Grid::load(&path).unwrap().with_path_keys(&PATH_KEYS);
     let plan = grid.plan(false).unwrap();
-    assert_eq!(plan.runs.len(), 93);
-    assert_eq!(grid.plan(true).unwrap().runs.len(), 31);
+    assert_eq!(plan.runs.len(), 102);
+    assert_eq!(grid.plan(true).unwrap().runs.len(), 34);
     for run in &plan.runs {
         let c = RunConfig::from_toml_str(&run.config_text(), &path)
             .unwrap_or_else(|e| panic!("{}: {e}", run.id));
