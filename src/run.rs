@@ -11,6 +11,9 @@
 //! [prompts]
 //! file = "../data/prompts/simple_animals.txt"   # or: list = ["a cat", "a dog"]
 //!
+//! [[held_out]]                             # optional: scored at every evaluation, never trained
+//! kind = "clipscore"                       # (HeldOutSection; as many as you like)
+//!
 //! [train]                                  # rocm_trainer::TrainConfig
 //! iterations = 1000
 //! divergence = "kl"

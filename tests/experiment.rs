@@ -338,6 +338,11 @@ fn the_paper_mini_grid_plans_valid_runs_and_its_reports_are_written() {
             "{model}"
         );
         assert_eq!(c.held_out.len(), 4, "{}", run.id);
+        let eval: Vec<String> = read(root().join("data/prompts/shapes_eval.txt"))
+            .lines()
+            .map(String::from)
+            .collect();
+        assert_eq!(c.train.eval_prompts, eval, "{}: not shapes_eval.txt", run.id);
         assert!(
             c.train.eval_at_start && c.train.eval_every > 0,
             "{}",

@@ -32,9 +32,10 @@
 //! `<output_dir>/*_vs_{iteration,seconds}.png` at every checkpoint and at the end;
 //! checkpoints to `<output_dir>/checkpoints/step-NNNNNN/` (LoRA in the diffusers layout +
 //! optimizer + RNG state). Every `eval_every` iterations and at the end, the rewards of
-//! `eval_prompts × eval_seeds` go to `<output_dir>/eval.jsonl` and, for pipelines, their images
-//! to `<output_dir>/samples/step-NNNNNN.png` (a grid: one row per prompt, one column per seed).
-//! `--resume` continues from the newest checkpoint exactly.
+//! `eval_prompts × eval_seeds` go to `<output_dir>/eval.jsonl` (with the configuration's
+//! `[[held_out]]` rewards on the same images; `eval_at_start` adds step 0) and, for pipelines,
+//! their images to `<output_dir>/samples/step-NNNNNN.png` (a grid: one row per prompt, one
+//! column per seed). `--resume` continues from the newest checkpoint exactly.
 //!
 //! `sample` generates one image per prompt with an LCM pipeline (a folder or cached hub id) in
 //! `--steps` steps at guidance scale `--guidance`, noise drawn from `--seed`, and writes
