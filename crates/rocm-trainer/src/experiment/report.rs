@@ -24,6 +24,7 @@ use super::error::io;
 use super::grid::{Axis, get_key, label_of, sanitise};
 use super::results::write_atomic;
 use super::{GridError, Plan, PlannedRun};
+use crate::images::RgbImage;
 use crate::plot::{self, Chart, Series};
 
 /// Runs kept by axis label: axis name → labels (or values).
@@ -137,9 +138,24 @@ pub struct GridsReport {
     /// Also the first kept run's step-0 grid, as `base`.
     #[serde(default)]
     pub base: bool,
+    /// The composite `<name>.png`: the first this many rows (prompts) of every grid side by
+    /// side, each grid's columns (seeds) kept together (default 8; 0: no composite).
+    #[serde(default = "default_rows")]
+    pub rows: usize,
+    /// Its pixel zoom (default 3).
+    #[serde(default = "default_zoom")]
+    pub zoom: usize,
     /// Which runs.
     #[serde(default, rename = "where")]
     pub filter: Filter,
+}
+
+fn default_rows() -> usize {
+    8
+}
+
+fn default_zoom() -> usize {
+    3
 }
 
 impl Report {
@@ -784,12 +800,125 @@ fn grids(ctx: &Context, r: &GridsReport, out: &Path) -> Result<String, GridError
         let _ = write!(md, " ![{label}]({}/{file}) |", r.name);
     }
     md.push('\n');
+    if r.rows > 0 && !entries.is_empty() {
+        let seeds = kept
+            .first()
+            .and_then(|f| get_key(&f.curves.config, "train.eval_seeds"))
+            .and_then(Value::as_array)
+            .map_or(1, |a| a.len().max(1));
+        let prompts: Vec<String> = kept
+            .first()
+            .and_then(|f| get_key(&f.curves.config, "train.eval_prompts"))
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let file = format!("{}.png", r.name);
+        let path = out.join(&file);
+        composite(&entries, seeds, &prompts, r, &path)?;
+        let _ = writeln!(
+            md,
+            "\nThe first {} prompts of each, side by side (`{file}`):\n\n![{}]({file})",
+            r.rows, r.title
+        );
+    }
     Ok(md)
+}
+
+/// Reads an 8-bit RGB PNG (what [`crate::images::RgbImage::save`] writes).
+fn read_png(path: &Path) -> Result<RgbImage, GridError> {
+    let bad = |message: String| GridError::Parse {
+        path: path.to_path_buf(),
+        message,
+    };
+    let file = std::fs::File::open(path).map_err(io(path))?;
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .map_err(|e| bad(e.to_string()))?;
+    let mut buf = vec![0; reader.output_buffer_size().unwrap_or(0)];
+    let info = reader
+        .next_frame(&mut buf)
+        .map_err(|e| bad(e.to_string()))?;
+    if info.color_type != png::ColorType::Rgb || info.bit_depth != png::BitDepth::Eight {
+        return Err(bad(format!(
+            "expected an 8-bit RGB PNG, found {:?} {:?}",
+            info.color_type, info.bit_depth
+        )));
+    }
+    buf.truncate(info.buffer_size());
+    Ok(RgbImage {
+        width: info.width as usize,
+        height: info.height as usize,
+        rgb: buf,
+    })
+}
+
+/// The first `r.rows` rows of square tiles (`seeds` per row) of each grid, side by side with a
+/// white gap, zoomed by `r.zoom`, captioned with the labels and the prompts.
+fn composite(
+    entries: &[(String, PathBuf)],
+    seeds: usize,
+    prompts: &[String],
+    r: &GridsReport,
+    path: &Path,
+) -> Result<(), GridError> {
+    let zoom = r.zoom.clamp(1, 16);
+    let grids: Vec<RgbImage> = entries
+        .iter()
+        .map(|(_, p)| read_png(p))
+        .collect::<Result<_, _>>()?;
+    let tile = grids[0].width / seeds;
+    let rows = r.rows.min(grids[0].height / tile.max(1));
+    let (block_w, block_h) = (seeds * tile * zoom, rows * tile * zoom);
+    let gap = 2 * zoom;
+    let width = entries.len() * (block_w + gap) - gap;
+    let mut rgb = vec![255u8; width * block_h * 3];
+    for (g, grid) in grids.iter().enumerate() {
+        if grid.width != seeds * tile || grid.height < rows * tile {
+            return Err(GridError::Parse {
+                path: entries[g].1.clone(),
+                message: format!(
+                    "{}x{} is not a grid of {seeds} columns of {tile}-pixel tiles",
+                    grid.width, grid.height
+                ),
+            });
+        }
+        let x0 = g * (block_w + gap);
+        for y in 0..block_h {
+            for x in 0..block_w {
+                let src = ((y / zoom) * grid.width + x / zoom) * 3;
+                let dst = (y * width + x0 + x) * 3;
+                rgb[dst..dst + 3].copy_from_slice(&grid.rgb[src..src + 3]);
+            }
+        }
+    }
+    let labels: Vec<&str> = entries.iter().map(|(l, _)| l.as_str()).collect();
+    let header = format!(
+        "{}: left to right {} ({seeds} seeds each); rows = prompts",
+        r.title,
+        labels.join(", ")
+    );
+    let lines = crate::images::numbered_caption(header, "row", &prompts[..rows.min(prompts.len())]);
+    let image = RgbImage {
+        width,
+        height: block_h,
+        rgb,
+    }
+    .with_caption(&lines)
+    .map_err(plot_error(path))?;
+    image.save(path).map_err(|e| GridError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::{COMPLETED_FILE, Grid, Results};
+    use super::read_png;
     use std::path::Path;
 
     /// Two methods × two betas × two seeds on a fabricated world: method `a` climbs with β
@@ -843,6 +972,7 @@ mod tests {
         title = "Grids"
         series = "method"
         base = true
+        zoom = 2
         where = { beta = [1.0], seed = [0] }
     "#;
 
@@ -874,16 +1004,23 @@ mod tests {
                 "{{\"step\":{step},\"reward_mean\":{reward},\"held_out\":{{\
                  \"score\":{{\"mean\":{score}}},\"truth\":{{\"mean\":{truth}}}}}}}\n"
             );
-            std::fs::write(
-                dir.join(format!("samples/step-{step:06}.png")),
-                format!("{step}"),
-            )
+            // A grid of 2 seeds × 3 prompts of 2-pixel tiles, its colour saying the step.
+            let v = (step * 50) as u8;
+            crate::images::RgbImage {
+                width: 4,
+                height: 6,
+                rgb: vec![v; 4 * 6 * 3],
+            }
+            .save(&dir.join(format!("samples/step-{step:06}.png")))
             .unwrap();
         }
         std::fs::write(dir.join("eval.jsonl"), evals).unwrap();
         std::fs::write(
             dir.join("config.toml"),
-            format!("[train]\nbeta = {beta:?}\nseed = {seed}\n"),
+            format!(
+                "[train]\nbeta = {beta:?}\nseed = {seed}\neval_seeds = [5, 6]\n\
+                 eval_prompts = [\"p1\", \"p2\", \"p3\"]\n"
+            ),
         )
         .unwrap();
         std::fs::write(dir.join(COMPLETED_FILE), "{}").unwrap();
@@ -932,13 +1069,35 @@ mod tests {
         );
         assert!(md.contains("`b`'s final mean 5.0500 after 8 s"), "{md}");
         assert!(out.join("cv_vs_seconds.png").is_file() && out.join("cv_vs_queries.png").is_file());
-        // Grids: the base (step 0) and each method's last grid (step 4).
+        // Grids: the base (step 0) and each method's last grid (step 4), and the composite of
+        // their first rows (all 3 here), zoom 2: 3 grids of 8 px with 4-px gaps, 12 px high.
+        let sample = |id: &str, step: usize| {
+            std::fs::read(
+                out.join("runs")
+                    .join(id)
+                    .join(format!("samples/step-{step:06}.png")),
+            )
+            .unwrap()
+        };
+        let first = "method-a_beta-1.0_seed-0";
         assert_eq!(
-            std::fs::read_to_string(out.join("gr/base.png")).unwrap(),
-            "0"
+            std::fs::read(out.join("gr/base.png")).unwrap(),
+            sample(first, 0)
         );
-        assert_eq!(std::fs::read_to_string(out.join("gr/a.png")).unwrap(), "4");
+        assert_eq!(
+            std::fs::read(out.join("gr/a.png")).unwrap(),
+            sample(first, 4)
+        );
         assert!(md.contains("![b](gr/b.png)"), "{md}");
+        let composite = read_png(&out.join("gr.png")).unwrap();
+        assert_eq!(composite.width, 3 * 8 + 2 * 4);
+        assert!(composite.height > 12, "a caption strip under the images");
+        let px = |x: usize, y: usize| composite.rgb[(y * composite.width + x) * 3];
+        assert_eq!(
+            (px(0, 0), px(12, 11), px(9, 5)),
+            (0, 200, 255),
+            "base, a at step 4, the gap"
+        );
         // curves.csv: every evaluation of every run, the held-out metrics as columns.
         let curves = std::fs::read_to_string(out.join("curves.csv")).unwrap();
         let lines: Vec<&str> = curves.lines().collect();
