@@ -149,6 +149,11 @@ pub fn execute(
     write_atomic(&plan.output_dir.join(PLAN_FILE), &format!("{manifest}\n"))?;
 
     let total = runs.len();
+    // The runs to train: those not complete when the command started (the ETA's denominator).
+    let to_train = runs
+        .iter()
+        .filter(|r| !plan.run_dir(r).join(COMPLETED_FILE).is_file())
+        .count();
     let jobs = jobs.clamp(1, total.max(1));
     let next = AtomicUsize::new(0);
     let state: Shared = Mutex::new((Outcome::default(), Vec::new()));
@@ -188,12 +193,9 @@ pub fn execute(
                     let eta = record(&state, |o, times| {
                         o.finished.push(run.id.clone());
                         times.push(seconds);
-                        let done = o.finished.len()
-                            + o.skipped.len()
-                            + o.failed.len()
-                            + o.interrupted.len();
+                        let done = o.finished.len() + o.failed.len() + o.interrupted.len();
                         let mean = times.iter().sum::<f64>() / times.len() as f64;
-                        let left = total.saturating_sub(done) as f64;
+                        let left = to_train.saturating_sub(done) as f64;
                         Some(mean * left / jobs as f64)
                     });
                     on_event(&Event::Finished {
@@ -469,5 +471,41 @@ mod tests {
         assert_eq!(outcome.interrupted.len(), 6);
         assert!(launcher.calls.lock().unwrap().is_empty());
         std::fs::remove_dir_all(&out).ok();
+    }
+
+    #[test]
+    fn the_estimate_counts_only_the_runs_left_to_train() {
+        let out = scratch("eta");
+        let plan = plan(&out);
+        // The last four of six runs are already complete: after the first run the estimate is
+        // one run's time (one left to train), not five runs' (five left in the plan).
+        let launcher = fake("");
+        for run in &plan.runs[2..] {
+            let dir = plan.run_dir(run);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(COMPLETED_FILE), "{}").unwrap();
+        }
+        let runs: Vec<&PlannedRun> = plan.runs.iter().collect();
+        let etas = Mutex::new(Vec::new());
+        let on_event = |e: &Event| {
+            if let Event::Finished { seconds, eta, .. } = e {
+                etas.lock().unwrap().push((*seconds, *eta));
+            }
+        };
+        execute(
+            &plan,
+            &runs,
+            1,
+            &AtomicBool::new(false),
+            &launcher,
+            &on_event,
+        )
+        .unwrap();
+        let etas = etas.into_inner().unwrap();
+        std::fs::remove_dir_all(&out).ok();
+        assert_eq!(etas.len(), 2);
+        let (first, eta) = etas[0];
+        assert_eq!(eta, Some(first), "one run left after the first");
+        assert_eq!(etas[1].1, Some(0.0));
     }
 }
