@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use rocm::run::{PATH_KEYS, RunConfig};
+use rocm::trainer::experiment::report::Report;
 use rocm::trainer::experiment::{
     Event, Grid, Launcher, Outcome, PlannedRun, Results, Shard, execute,
 };
@@ -145,7 +146,7 @@ pub fn experiment(m: &ArgMatches) -> Result<(), Failure> {
         None => {
             let results = Results::collect(&plan, std::slice::from_ref(&plan.output_dir))?;
             results.write(&plan.output_dir)?;
-            println!("{}", results_paths(&plan.output_dir));
+            println!("{}", results_paths(&plan.output_dir, &plan.reports));
         }
     }
     if outcome.failed.is_empty() {
@@ -164,7 +165,7 @@ fn merge(dirs: &[PathBuf], out: Option<PathBuf>) -> Result<(), Failure> {
     let results = Results::merge(dirs)?;
     let out = out.unwrap_or_else(|| dirs[0].clone());
     results.write(&out)?;
-    println!("{}", results_paths(&out));
+    println!("{}", results_paths(&out, &results.plan.reports));
     let missing = results.missing();
     if missing.is_empty() {
         return Ok(());
@@ -182,14 +183,23 @@ fn merge(dirs: &[PathBuf], out: Option<PathBuf>) -> Result<(), Failure> {
     .into())
 }
 
-fn results_paths(dir: &Path) -> String {
-    use rocm::trainer::experiment::{RESULTS_CSV, RESULTS_MD, TIMINGS_CSV};
-    format!(
-        "wrote {}, {} and {}",
+fn results_paths(dir: &Path, reports: &[Report]) -> String {
+    use rocm::trainer::experiment::{CURVES_CSV, RESULTS_CSV, RESULTS_MD, TIMINGS_CSV};
+    let mut line = format!(
+        "wrote {}, {}, {} and {}",
         dir.join(RESULTS_CSV).display(),
         dir.join(RESULTS_MD).display(),
-        dir.join(TIMINGS_CSV).display()
-    )
+        dir.join(TIMINGS_CSV).display(),
+        dir.join(CURVES_CSV).display()
+    );
+    if !reports.is_empty() {
+        let names: Vec<&str> = reports.iter().map(Report::name).collect();
+        line.push_str(&format!(
+            ", and the reports {} next to them",
+            names.join(", ")
+        ));
+    }
+    line
 }
 
 fn summary_line(o: &Outcome) -> String {
