@@ -342,7 +342,11 @@ fn the_paper_mini_grid_plans_valid_runs_and_its_reports_are_written() {
             .lines()
             .map(String::from)
             .collect();
-        assert_eq!(c.train.eval_prompts, eval, "{}: not shapes_eval.txt", run.id);
+        assert_eq!(
+            c.train.eval_prompts, eval,
+            "{}: not shapes_eval.txt",
+            run.id
+        );
         assert!(
             c.train.eval_at_start && c.train.eval_every > 0,
             "{}",
