@@ -104,7 +104,11 @@ pub fn train(
     if start > 0 {
         model.head = AestheticHead::from_file(ckpt.join("head.safetensors"), &device)?;
     }
-    let mut trainer = Trainer::new(model);
+    let mut trainer = if start > 0 {
+        Trainer::resume(model, &ckpt)?
+    } else {
+        Trainer::new(model)
+    };
     for k in start..options.steps {
         let (images, targets) = batch(&mut options.rng(k), Split::Train, options.batch);
         let l = trainer.model.loss(&images, &targets);
@@ -119,6 +123,7 @@ pub fn train(
             let valid = trainer.model.valid();
             super::clip::save_clip(&valid.clip, Storage::F32, &ckpt.join("model.safetensors"))?;
             export(&valid.head, &ckpt.join("head.safetensors"))?;
+            trainer.save_state(&ckpt)?;
             super::write_checkpoint_step(&ckpt, done)?;
         }
     }

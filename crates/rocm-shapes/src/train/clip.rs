@@ -203,7 +203,12 @@ pub fn train(
     let mut clip = config.init(&device);
     let ckpt = work.join("checkpoint");
     let start = resume(&mut clip, &ckpt)?;
-    let mut trainer = Trainer::new(ClipTrain::new(clip, &device));
+    let model = ClipTrain::new(clip, &device);
+    let mut trainer = if start > 0 {
+        Trainer::resume(model, &ckpt)?
+    } else {
+        Trainer::new(model)
+    };
     for k in start..options.steps {
         let (images, captions) = batch(options, k);
         let refs: Vec<&str> = captions.iter().map(String::as_str).collect();
@@ -215,7 +220,7 @@ pub fn train(
             total: options.steps,
             loss,
         });
-        checkpoint(&trainer.model, options, k + 1, &ckpt)?;
+        checkpoint(&trainer, options, k + 1, &ckpt)?;
     }
     Ok(trainer.model.to_clip())
 }
@@ -233,17 +238,18 @@ pub(crate) fn resume(clip: &mut CLIPModel, ckpt: &Path) -> Result<usize, Error> 
 
 /// Writes the checkpoint when `done` is a multiple of `checkpoint_every` or the last step.
 pub(crate) fn checkpoint(
-    model: &ClipTrain,
+    trainer: &Trainer<ClipTrain>,
     options: &StageOptions,
     done: usize,
     ckpt: &Path,
 ) -> Result<(), Error> {
     if options.checkpoint_due(done) {
         save_clip(
-            &model.to_clip(),
+            &trainer.model.to_clip(),
             Storage::F32,
             &ckpt.join("model.safetensors"),
         )?;
+        trainer.save_state(ckpt)?;
         super::write_checkpoint_step(ckpt, done)?;
     }
     Ok(())

@@ -310,7 +310,11 @@ pub fn train(
             (student, target, 0)
         }
     };
-    let mut trainer = Trainer::new(student);
+    let mut trainer = if start > 0 {
+        Trainer::resume(student, &ckpt)?
+    } else {
+        Trainer::new(student)
+    };
     for k in start..options.steps {
         let frozen = Frozen {
             teacher,
@@ -341,6 +345,7 @@ pub fn train(
                 &ckpt.join("unet.safetensors"),
             )?;
             crate::pipelines::save_unet(&target, Storage::F32, &ckpt.join("target.safetensors"))?;
+            trainer.save_state(&ckpt)?;
             super::write_checkpoint_step(&ckpt, k + 1)?;
         }
     }

@@ -6,7 +6,9 @@
 //! and [`distill`] (latent consistency distillation with an EMA target).
 //!
 //! Data are drawn per step from the step's own seed, so a resumed run sees the same batches; a
-//! checkpoint holds the weights (f32) and the step, and AdamW's moments restart on resume.
+//! checkpoint holds the weights (f32), the module with its parameter ids and AdamW's moments
+//! ([`Trainer::save_state`]) and the step, so a resumed stage continues the optimisation where
+//! it stopped (a checkpoint from before the moments were saved restarts them).
 
 pub mod aesthetic;
 pub mod clip;
@@ -20,6 +22,7 @@ use std::path::Path;
 
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
+use burn::store::{BurnpackStore, ModuleSnapshot};
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 use rand_distr::StandardNormal;
@@ -187,6 +190,18 @@ impl<M> std::fmt::Debug for Trainer<M> {
     }
 }
 
+/// A stage checkpoint's module with its parameter ids (what the optimiser state is keyed by).
+pub const MODULE_STATE_FILE: &str = "module.bpk";
+/// A stage checkpoint's AdamW moments.
+pub const OPTIMIZER_STATE_FILE: &str = "optimizer.bpk";
+
+fn store_error(path: &Path) -> impl FnOnce(String) -> Error + '_ {
+    move |message| Error::Weights {
+        path: path.to_path_buf(),
+        message,
+    }
+}
+
 impl<M: Module> Trainer<M> {
     /// Wraps `model` with a fresh optimiser.
     pub fn new(model: M) -> Self {
@@ -194,6 +209,62 @@ impl<M: Module> Trainer<M> {
             model,
             optimizer: AdamWConfig::new().with_weight_decay(1e-4).init(),
         }
+    }
+
+    /// Writes the module with its parameter ids ([`MODULE_STATE_FILE`]) and the optimiser's
+    /// state ([`OPTIMIZER_STATE_FILE`]) into `dir`, for [`Trainer::resume`].
+    pub fn save_state(&self, dir: &Path) -> Result<(), Error> {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let module = dir.join(MODULE_STATE_FILE);
+        let mut store = BurnpackStore::from_file(&module).overwrite(true);
+        self.model
+            .save_into(&mut store)
+            .map_err(|e| store_error(&module)(e.to_string()))?;
+        let optim = dir.join(OPTIMIZER_STATE_FILE);
+        self.optimizer
+            .save(&optim)
+            .map_err(|e| store_error(&optim)(e.to_string()))
+    }
+
+    /// `model` under its optimiser as [`Trainer::save_state`] left them in `dir` (the module's
+    /// values and parameter ids, then AdamW's moments keyed by those ids), or with a fresh
+    /// optimiser when `dir` holds no such state (a checkpoint written before the state was).
+    pub fn resume(mut model: M, dir: &Path) -> Result<Self, Error> {
+        let (module, optim) = (dir.join(MODULE_STATE_FILE), dir.join(OPTIMIZER_STATE_FILE));
+        if !module.is_file() || !optim.is_file() {
+            return Ok(Self::new(model));
+        }
+        let mut store = BurnpackStore::from_file(&module);
+        let result = model
+            .load_from(&mut store)
+            .map_err(|e| store_error(&module)(e.to_string()))?;
+        if !result.errors.is_empty() || !result.missing.is_empty() || !result.unused.is_empty() {
+            return Err(store_error(&module)(format!(
+                "does not fit the stage's model: missing {:?}, unused {:?}, errors {:?}",
+                result.missing, result.unused, result.errors
+            )));
+        }
+        let fresh = Self::new(model);
+        // burn-optim 0.22.1 panics (an `expect`) on a record tensor without a parameter id,
+        // which a damaged file can hold: a panic here is a damaged file.
+        let optimizer = fresh.optimizer;
+        let loaded =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| optimizer.load(&optim)));
+        let optimizer = match loaded {
+            Ok(result) => result.map_err(|e| store_error(&optim)(e.to_string()))?,
+            Err(_) => {
+                return Err(store_error(&optim)(
+                    "damaged optimizer state (a tensor without a parameter id)".into(),
+                ));
+            }
+        };
+        Ok(Self {
+            model: fresh.model,
+            optimizer,
+        })
     }
 
     /// Back-propagates `loss` and takes one step at `lr`; returns the loss value.

@@ -99,7 +99,12 @@ pub fn train(
     let mut clip = init;
     let ckpt = work.join("checkpoint");
     let start = resume(&mut clip, &ckpt)?;
-    let mut trainer = Trainer::new(ClipTrain::new(clip, &device));
+    let model = ClipTrain::new(clip, &device);
+    let mut trainer = if start > 0 {
+        Trainer::resume(model, &ckpt)?
+    } else {
+        Trainer::new(model)
+    };
     for k in start..options.steps {
         let batch = pairs(&mut options.rng(k), Split::Train, options.batch);
         let prompts: Vec<&str> = batch.iter().map(|p| p.prompt.as_str()).collect();
@@ -111,7 +116,7 @@ pub fn train(
             total: options.steps,
             loss,
         });
-        checkpoint(&trainer.model, options, k + 1, &ckpt)?;
+        checkpoint(&trainer, options, k + 1, &ckpt)?;
     }
     Ok(trainer.model.to_clip())
 }

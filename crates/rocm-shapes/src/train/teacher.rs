@@ -125,7 +125,11 @@ pub fn train(
         None => 0,
     };
     let schedule = NoiseSchedule::sd15();
-    let mut trainer = Trainer::new(model);
+    let mut trainer = if start > 0 {
+        Trainer::resume(model, &ckpt)?
+    } else {
+        Trainer::new(model)
+    };
     for k in start..options.steps {
         let l = loss(&trainer.model, cache, &schedule, options, k, &device);
         let loss = trainer.apply(l, options.lr_at(k));
@@ -140,6 +144,7 @@ pub fn train(
                 Storage::F32,
                 &ckpt.join("unet.safetensors"),
             )?;
+            trainer.save_state(&ckpt)?;
             super::write_checkpoint_step(&ckpt, k + 1)?;
         }
     }

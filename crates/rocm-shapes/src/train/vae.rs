@@ -82,7 +82,11 @@ pub fn train(
         }
         None => 0,
     };
-    let mut trainer = Trainer::new(model);
+    let mut trainer = if start > 0 {
+        Trainer::resume(model, &ckpt)?
+    } else {
+        Trainer::new(model)
+    };
     for k in start..options.steps {
         let images = batch(options, k);
         let mut noise = options.rng(k + (1 << 40));
@@ -101,6 +105,7 @@ pub fn train(
                 Storage::F32,
                 &ckpt.join("model.safetensors"),
             )?;
+            trainer.save_state(&ckpt)?;
             super::write_checkpoint_step(&ckpt, done)?;
         }
     }
