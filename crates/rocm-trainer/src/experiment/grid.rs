@@ -97,6 +97,24 @@ pub struct Axis {
     pub values: Vec<AxisValue>,
 }
 
+impl Axis {
+    /// Checks that every entry of `list` (labels or values) is one of the axis' labels; the
+    /// error lists them.
+    pub(crate) fn check_listed(&self, list: &[Value]) -> Result<(), String> {
+        for v in list {
+            let label = label_of(v).map(|l| sanitise(&l));
+            if !self.values.iter().any(|x| Some(&x.label) == label.as_ref()) {
+                let labels: Vec<&str> = self.values.iter().map(|x| x.label.as_str()).collect();
+                return Err(format!(
+                    "`{v}` is none of the axis' labels ({})",
+                    labels.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A checked grid file.
 ///
 /// ```toml
@@ -285,6 +303,12 @@ pub(crate) fn label_of(value: &Value) -> Option<String> {
         Value::Integer(_) | Value::Float(_) | Value::Boolean(_) => Some(value.to_string()),
         _ => None,
     }
+}
+
+/// Whether `list` (labels or values, as a grid file gives them) names the label `label`.
+pub(crate) fn lists(list: &[Value], label: &str) -> bool {
+    list.iter()
+        .any(|v| label_of(v).map(|l| sanitise(&l)).as_deref() == Some(label))
 }
 
 /// A label with every character outside `A–Z a–z 0–9 . + -` replaced by `_`.
@@ -519,16 +543,7 @@ impl Grid {
             if keep.is_empty() {
                 return Err((key, "list at least one value".into()));
             }
-            for v in keep {
-                let label = label_of(v).map(|l| sanitise(&l));
-                if !a.values.iter().any(|x| Some(&x.label) == label.as_ref()) {
-                    let labels: Vec<&str> = a.values.iter().map(|x| x.label.as_str()).collect();
-                    return Err((
-                        key,
-                        format!("`{v}` is none of the axis' labels ({})", labels.join(", ")),
-                    ));
-                }
-            }
+            a.check_listed(keep).map_err(|m| (key, m))?;
         }
         if let Some(name) = &self.results.average_over {
             axis(name, "results.average_over".into())?;
@@ -602,12 +617,7 @@ impl Grid {
             kept.push(
                 axis.values
                     .iter()
-                    .filter(|v| {
-                        restrict.is_none_or(|keep| {
-                            keep.iter()
-                                .any(|k| label_of(k).map(|l| sanitise(&l)) == Some(v.label.clone()))
-                        })
-                    })
+                    .filter(|v| restrict.is_none_or(|keep| lists(keep, &v.label)))
                     .collect(),
             );
         }
@@ -617,10 +627,6 @@ impl Grid {
         for (k, v) in &self.set {
             set_key(&mut common, k, v).map_err(|m| invalid(format!("set.{k}"), m))?;
         }
-        let listed = |list: &[Value], label: &str| {
-            list.iter()
-                .any(|k| label_of(k).map(|l| sanitise(&l)).as_deref() == Some(label))
-        };
         for product_index in 0..total {
             // Mixed-radix digits of the product index, the last axis fastest.
             let mut rest = product_index;
@@ -634,7 +640,7 @@ impl Grid {
                     self.axes
                         .iter()
                         .position(|a| a.name == *name)
-                        .is_some_and(|a| listed(list, &kept[a][picks[a]].label))
+                        .is_some_and(|a| lists(list, &kept[a][picks[a]].label))
                 })
             });
             if excluded {

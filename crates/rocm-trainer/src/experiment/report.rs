@@ -21,8 +21,8 @@ use toml::Value;
 
 use super::curves::{EvalPoint, RunCurves, mean_and_std};
 use super::error::io;
-use super::grid::{Axis, get_key, label_of, sanitise};
-use super::results::write_atomic;
+use super::grid::{Axis, get_key, lists, sanitise};
+use super::results::{mean_std, number, write_atomic};
 use super::{GridError, Plan, PlannedRun};
 use crate::images::RgbImage;
 use crate::plot::{self, Chart, Series};
@@ -182,16 +182,9 @@ impl Report {
         };
         let labels = |filter: &Filter, key: &str| -> Result<(), (String, String)> {
             for (name, list) in filter {
-                let a = axis(name, key)?;
-                for v in list {
-                    let label = label_of(v).map(|l| sanitise(&l));
-                    if !a.values.iter().any(|x| Some(&x.label) == label.as_ref()) {
-                        return Err((
-                            format!("{key}.{name}"),
-                            format!("`{v}` is none of the axis' labels"),
-                        ));
-                    }
-                }
+                axis(name, key)?
+                    .check_listed(list)
+                    .map_err(|m| (format!("{key}.{name}"), m))?;
             }
             Ok(())
         };
@@ -297,12 +290,9 @@ impl<'a> Context<'a> {
         self.runs
             .iter()
             .filter(|r| {
-                filter.iter().all(|(axis, list)| {
-                    self.label(r, axis).is_some_and(|l| {
-                        list.iter()
-                            .any(|v| label_of(v).map(|x| sanitise(&x)).as_deref() == Some(l))
-                    })
-                })
+                filter
+                    .iter()
+                    .all(|(axis, list)| self.label(r, axis).is_some_and(|l| lists(list, l)))
             })
             .collect()
     }
@@ -329,25 +319,6 @@ impl<'a> Context<'a> {
             .average_over
             .clone()
             .unwrap_or_else(|| "seed".into())
-    }
-}
-
-/// `number` of results.md: 4 decimals, integers bare.
-fn num(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{v:.0}")
-    } else if v != 0.0 && !(1e-3..1e5).contains(&v.abs()) {
-        format!("{v:.3e}")
-    } else {
-        format!("{v:.4}")
-    }
-}
-
-fn cell(values: &[f64]) -> String {
-    match mean_and_std(values) {
-        None => "—".into(),
-        Some((m, _)) if values.len() == 1 => num(m),
-        Some((m, s)) => format!("{} ± {}", num(m), num(s)),
     }
 }
 
@@ -465,7 +436,7 @@ fn table(ctx: &Context, r: &TableReport, out: &Path) -> Result<String, GridError
                 .iter()
                 .zip(&best)
                 .map(|(v, b)| {
-                    let text = cell(v);
+                    let text = mean_std(v);
                     let m = mean_and_std(v).map(|(m, _)| m);
                     if *trained && m.is_some() && m == *b {
                         format!("**{text}**")
@@ -529,7 +500,7 @@ fn sweep(ctx: &Context, r: &SweepReport, out: &Path) -> Result<String, GridError
         let _ = write!(md, "| {x} | {} |", runs.len());
         for y in &r.y {
             let v = final_values(runs, y, false);
-            let _ = write!(md, " {} |", cell(&v));
+            let _ = write!(md, " {} |", mean_std(&v));
             if let Some((m, s)) = mean_and_std(&v) {
                 let _ = writeln!(csv, "{x},{y},{},{m},{s}", v.len());
             }
@@ -545,7 +516,7 @@ fn sweep(ctx: &Context, r: &SweepReport, out: &Path) -> Result<String, GridError
             })
             .collect();
         if let Some((x, m)) = means.iter().copied().max_by(|a, b| a.1.total_cmp(&b.1)) {
-            let _ = writeln!(md, "- `{y}` is highest at {} = {x} ({}).", r.x, num(m));
+            let _ = writeln!(md, "- `{y}` is highest at {} = {x} ({}).", r.x, number(m));
         }
         let mut series = vec![Series::new(format!("mean over {averaged}"), means)];
         // Each averaged run as its own faint line, by its label on the averaged axis.
@@ -701,10 +672,10 @@ fn curves(ctx: &Context, r: &CurvesReport, out: &Path) -> Result<String, GridErr
         let _ = write!(
             md,
             "| {label} | {n} | {} | {} | {} | {} |",
-            num(first.mean),
-            num(last.mean),
-            num(last.seconds),
-            num(last.queries)
+            number(first.mean),
+            number(last.mean),
+            number(last.seconds),
+            number(last.queries)
         );
         if let Some(reference) = reference {
             // The first evaluation after training started (step 0 is the base model).
@@ -716,9 +687,9 @@ fn curves(ctx: &Context, r: &CurvesReport, out: &Path) -> Result<String, GridErr
                     let _ = write!(
                         md,
                         " {} | {} | {} |",
-                        num(p.seconds),
-                        num(p.seconds / reference.seconds),
-                        num(p.queries)
+                        number(p.seconds),
+                        number(p.seconds / reference.seconds),
+                        number(p.queries)
                     );
                 }
                 None => md.push_str(" not reached | — | — |"),
@@ -731,8 +702,8 @@ fn curves(ctx: &Context, r: &CurvesReport, out: &Path) -> Result<String, GridErr
             md,
             "\nReference: `{l}`'s final mean {} after {} s. \"Reach\": the first evaluation \
              after step 0 whose mean is at least that.",
-            num(reference.mean),
-            num(reference.seconds)
+            number(reference.mean),
+            number(reference.seconds)
         );
         let start = lines
             .iter()
@@ -745,8 +716,8 @@ fn curves(ctx: &Context, r: &CurvesReport, out: &Path) -> Result<String, GridErr
                 md,
                 "\n**`{l}` ended at or below where it started ({} → {}): reaching its final value \
                  says nothing about speed here.**",
-                num(start.mean),
-                num(reference.mean)
+                number(start.mean),
+                number(reference.mean)
             );
         }
     }

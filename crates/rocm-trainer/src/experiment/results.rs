@@ -424,7 +424,8 @@ fn metrics_header(metrics: &[String]) -> Vec<String> {
         .collect()
 }
 
-fn number(v: f64) -> String {
+/// A number as results.md prints it: integers bare, 4 decimals, exponents outside [1e-3, 1e5).
+pub(crate) fn number(v: f64) -> String {
     let a = v.abs();
     if v == 0.0 {
         "0".into() // also −0
@@ -438,15 +439,11 @@ fn number(v: f64) -> String {
 }
 
 /// `mean ± std` (sample standard deviation) of `values`; the value alone for one, `—` for none.
-fn mean_std(values: &[f64]) -> String {
-    match values.len() {
-        0 => "—".into(),
-        1 => number(values[0]),
-        n => {
-            let mean = values.iter().sum::<f64>() / n as f64;
-            let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-            format!("{} ± {}", number(mean), number(var.sqrt()))
-        }
+pub(crate) fn mean_std(values: &[f64]) -> String {
+    match super::curves::mean_and_std(values) {
+        None => "—".into(),
+        Some((mean, _)) if values.len() == 1 => number(mean),
+        Some((mean, std)) => format!("{} ± {}", number(mean), number(std)),
     }
 }
 
