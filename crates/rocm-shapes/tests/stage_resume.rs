@@ -3,34 +3,13 @@
 //! (`StageOptions::seed_device`), which concurrent tests in one process would share.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::prelude::*;
-use rocm_shapes::train::{StageOptions, StepReport, vae};
+use rocm_shapes::train::{StageOptions, vae};
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("rocm-shapes-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn options(steps: usize, batch: usize, lr: f64) -> StageOptions {
-    StageOptions {
-        steps,
-        batch,
-        lr,
-        seed: 3,
-        checkpoint_every: 0,
-    }
-}
-
-/// Runs a stage, returning its per-step losses.
-fn losses(run: impl FnOnce(&mut dyn FnMut(StepReport))) -> Vec<f32> {
-    let mut out = Vec::new();
-    run(&mut |r| out.push(r.loss));
-    out
-}
+mod common;
+use common::{losses, options, scratch};
 
 /// The latent means of a few renders: what two VAEs are compared by.
 fn latents(vae: &rocm_models::AutoencoderKL, device: &Device) -> Vec<f32> {
@@ -69,15 +48,17 @@ fn a_resumed_stage_continues_the_optimisation_exactly() {
     };
     let work = scratch("vae-killed");
     interrupted(&work);
-    let resumed = losses(|f| {
-        let vae = vae::train(&config, &opts, &work, &device, f).unwrap();
-        let (a, b) = (latents(&whole, &device), latents(&vae, &device));
-        let diff = a
-            .iter()
+    let diff = |vae: &rocm_models::AutoencoderKL| {
+        let (a, b) = (latents(&whole, &device), latents(vae, &device));
+        a.iter()
             .zip(&b)
             .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max);
-        assert!(diff <= 1e-5, "resumed run differs by {diff}");
+            .fold(0.0, f32::max)
+    };
+    let resumed = losses(|f| {
+        let vae = vae::train(&config, &opts, &work, &device, f).unwrap();
+        let d = diff(&vae);
+        assert!(d <= 1e-5, "resumed run differs by {d}");
     });
     assert_eq!(resumed.len(), 4);
     // The same kill without the optimiser state: the moments restart, the weights differ.
@@ -87,14 +68,9 @@ fn a_resumed_stage_continues_the_optimisation_exactly() {
         std::fs::remove_file(work.join("checkpoint").join(f)).unwrap();
     }
     let restarted = vae::train(&config, &opts, &work, &device, &mut |_| {}).unwrap();
-    let (a, b) = (latents(&whole, &device), latents(&restarted, &device));
-    let diff = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max);
+    let d = diff(&restarted);
     assert!(
-        diff > 1e-3,
-        "restarted moments should change the result, differs by {diff}"
+        d > 1e-3,
+        "restarted moments should change the result, differs by {d}"
     );
 }

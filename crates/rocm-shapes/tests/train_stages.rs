@@ -3,40 +3,17 @@
 //! stage, unwritable output, a corrupt model file it reads) are one-line errors naming the culprit.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::prelude::*;
 use rocm_models::clip::CLIPModel;
 use rocm_models::tokenizer::CLIPTokenizer;
 use rocm_shapes::build::{BuildPlan, Stage, check_writable};
 use rocm_shapes::tokenizer::WorldBpe;
-use rocm_shapes::train::{
-    StageOptions, StepReport, Trainer, aesthetic, clip, distill, pref, teacher, vae,
-};
+use rocm_shapes::train::{StageOptions, Trainer, aesthetic, clip, distill, pref, teacher, vae};
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("rocm-shapes-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn options(steps: usize, batch: usize, lr: f64) -> StageOptions {
-    StageOptions {
-        steps,
-        batch,
-        lr,
-        seed: 3,
-        checkpoint_every: 0,
-    }
-}
-
-/// Runs a stage, returning its per-step losses.
-fn losses(run: impl FnOnce(&mut dyn FnMut(StepReport))) -> Vec<f32> {
-    let mut out = Vec::new();
-    run(&mut |r| out.push(r.loss));
-    out
-}
+mod common;
+use common::{losses, options, scratch};
 
 /// Every loss finite, and the mean of the last quarter below the mean of the first quarter.
 fn assert_falls(stage: &str, l: &[f32]) {
