@@ -350,44 +350,12 @@ impl Results {
     /// then the held-out rewards by name; empty where a run did not measure one). Training
     /// seconds are machine-dependent, like `timings.csv`'s.
     pub fn curves_csv(&self) -> Result<String, GridError> {
-        let ctx = Context::read(&self.plan, &self.dirs)?;
-        let mut metrics: Vec<String> = Vec::new();
-        for f in &ctx.runs {
-            for m in f.curves.metric_names() {
-                if !metrics.contains(&m) {
-                    metrics.push(m);
-                }
-            }
-        }
-        let mut out = String::from("run");
-        for name in self.plan.axes.iter().chain(&metrics_header(&metrics)) {
-            out.push(',');
-            out.push_str(name);
-        }
-        out.push('\n');
-        for f in &ctx.runs {
-            for e in &f.curves.evals {
-                out.push_str(&f.run.id);
-                for label in &f.run.labels {
-                    out.push(',');
-                    out.push_str(label);
-                }
-                let _ = write!(out, ",{},{},{}", e.step, e.seconds, e.reward_queries);
-                for m in &metrics {
-                    out.push(',');
-                    if let Some(v) = e.values.get(m) {
-                        out.push_str(&v.to_string());
-                    }
-                }
-                out.push('\n');
-            }
-        }
-        Ok(out)
+        Ok(Context::read(&self.plan, &self.dirs)?.curves_csv())
     }
 
     /// Writes `results.csv`, `results.md` (with a section per `[[reports]]` entry, whose files
     /// go next to it), `timings.csv` and `curves.csv` into `dir` (each written whole, then
-    /// renamed into place).
+    /// renamed into place). Every run's curves are read once, for the reports and `curves.csv`.
     pub fn write(&self, dir: &Path) -> Result<(), GridError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         write_atomic(&dir.join(RESULTS_CSV), &self.csv())?;
@@ -395,7 +363,7 @@ impl Results {
         let reports = write_reports(&ctx, dir)?;
         write_atomic(&dir.join(RESULTS_MD), &(self.markdown() + &reports))?;
         write_atomic(&dir.join(TIMINGS_CSV), &self.timings_csv())?;
-        write_atomic(&dir.join(CURVES_CSV), &self.curves_csv()?)
+        write_atomic(&dir.join(CURVES_CSV), &ctx.curves_csv())
     }
 }
 
@@ -415,15 +383,6 @@ type Row<'a> = (Vec<String>, Vec<&'a RunSummary>);
 
 /// A number for a table: a whole number as it is, else 4 decimals, or 3 significant digits in
 /// exponent form when very large or small.
-/// The header cells of `curves.csv` after the axes.
-fn metrics_header(metrics: &[String]) -> Vec<String> {
-    ["step", "seconds", "reward_queries"]
-        .into_iter()
-        .map(String::from)
-        .chain(metrics.iter().cloned())
-        .collect()
-}
-
 /// A number as results.md prints it: integers bare, 4 decimals, exponents outside [1e-3, 1e5).
 pub(crate) fn number(v: f64) -> String {
     let a = v.abs();
