@@ -398,13 +398,26 @@ impl RunConfig {
         Ok(())
     }
 
+    /// Loads a reward of `kind` from `model`, its `head` file resolved as the configuration's
+    /// relative paths are ([`RunConfig::resolve_path`]): `[reward]` and each `[[held_out]]`.
+    fn load_reward(
+        &self,
+        kind: RewardKind,
+        model: Option<&str>,
+        head: Option<&Path>,
+        device: &Device,
+    ) -> Result<Box<dyn RewardModel>, RunError> {
+        let head = head.map(|h| self.resolve_path(h));
+        Ok(kind.load(model, head.as_deref(), device)?)
+    }
+
     /// Loads the `[[held_out]]` rewards on `device`, renamed where an entry has a `name`.
     pub fn held_out_rewards(&self, device: &Device) -> Result<Vec<Box<dyn RewardModel>>, RunError> {
         self.held_out
             .iter()
             .map(|h| {
-                let head = h.head.as_deref().map(|p| self.resolve_path(p));
-                let inner = h.kind.load(h.model.as_deref(), head.as_deref(), device)?;
+                let inner =
+                    self.load_reward(h.kind, h.model.as_deref(), h.head.as_deref(), device)?;
                 Ok(match &h.name {
                     Some(name) => Box::new(Renamed {
                         name: name.clone(),
@@ -496,12 +509,12 @@ impl RunConfig {
                 // The reward first: a missing reward model fails before the (large) pipeline.
                 let reward = match (reward, &self.reward) {
                     (Some(reward), _) => reward,
-                    (None, Some(section)) => {
-                        let head = section.head.as_deref().map(|h| self.resolve_path(h));
-                        section
-                            .kind
-                            .load(section.model.as_deref(), head.as_deref(), &device)?
-                    }
+                    (None, Some(section)) => self.load_reward(
+                        section.kind,
+                        section.model.as_deref(),
+                        section.head.as_deref(),
+                        &device,
+                    )?,
                     (None, None) => {
                         return Err(RunError::Invalid {
                             path: self.source_name(),
