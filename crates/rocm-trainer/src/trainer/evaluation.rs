@@ -25,7 +25,7 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
     /// with every one of them and records them under `"held_out"` in `eval.jsonl` by
     /// [`RewardModel::name`] (the paper's protocol: the trained reward and the others, on the
     /// same images). They are never differentiated and do not change training. They need a
-    /// reward with images ([`LatentReward::reward_with_images`], e.g. a [`crate::DecodedReward`]);
+    /// reward with images ([`crate::LatentReward::reward_with_images`], e.g. a [`crate::DecodedReward`]);
     /// without images they are not scored.
     ///
     /// One of them may be the trained reward itself (scored again, so that every run of a grid
@@ -54,7 +54,7 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
     /// appends `{"step", "reward_mean", "rewards", "held_out"}` to `<out>/eval.jsonl`, where
     /// `held_out` maps each held-out reward's name ([`RocmTrainer::with_held_out`]) to
     /// `{"mean", "values"}` on the same images, and, for rewards with
-    /// images ([`LatentReward::reward_with_images`]), writes their grid (rows = prompts,
+    /// images ([`crate::LatentReward::reward_with_images`]), writes their grid (rows = prompts,
     /// columns = seeds) to `<out>/samples/step-NNNNNN.png` ([`RocmTrainer::samples_path`]).
     /// Nothing without evaluation prompts or seeds. With replicas the pairs are sharded over the
     /// ranks and gathered in order.
@@ -187,7 +187,7 @@ impl<const D: usize, M: TrainableModel<D>> RocmTrainer<D, M> {
     }
 
     /// [`RocmTrainer::evaluate`], with the scored images when the reward has them
-    /// ([`LatentReward::reward_with_images`]): `[prompts.len(), 3, H, W]` in `[0, 1]`.
+    /// ([`crate::LatentReward::reward_with_images`]): `[prompts.len(), 3, H, W]` in `[0, 1]`.
     pub fn evaluate_with_images(
         &self,
         branch: Branch,
