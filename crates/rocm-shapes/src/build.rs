@@ -36,9 +36,9 @@ pub fn check_writable(dir: &Path) -> Result<(), Error> {
 }
 
 /// Optimisation steps of the teacher (at `--scale 1`).
-pub const TEACHER_STEPS: usize = 3000;
+pub const TEACHER_STEPS: usize = 9000;
 /// Optimisation steps of the distillation (at `--scale 1`).
-pub const DISTILL_STEPS: usize = 1500;
+pub const DISTILL_STEPS: usize = 3000;
 
 /// A stage of the build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
