@@ -48,6 +48,22 @@ pub fn accuracy(images: &[Image], prompts: &[String]) -> f64 {
     right as f64 / images.len().max(1) as f64
 }
 
+/// `decode(mean(encode(x)))` of each image through `vae`, in chunks: what of an image survives the
+/// latent space every diffusion model of the world works in.
+pub fn reconstructions(
+    vae: &rocm_models::AutoencoderKL,
+    images: &[Image],
+    device: &burn::prelude::Device,
+) -> Vec<Image> {
+    let mut out = Vec::with_capacity(images.len());
+    for chunk in images.chunks(CHUNK) {
+        let x = Image::batch(chunk, device);
+        let (mean, _) = vae.encode(x * 2.0 - 1.0);
+        out.extend(Image::unbatch(rocm_models::to_unit_range(vae.decode(mean))));
+    }
+    out
+}
+
 /// The held-out evaluation prompts: the captions of the first `test` scenes of the test split and
 /// of the first `compositional` scenes of the compositional split (held-out colour–shape pairs).
 pub fn held_out_prompts(test: usize, compositional: usize) -> Vec<String> {

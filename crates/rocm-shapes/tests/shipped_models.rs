@@ -87,6 +87,48 @@ fn the_vae_loads_and_reconstructs_renders() {
     assert!(psnr > 20.0, "PSNR {psnr} dB");
 }
 
+/// The VAE ceiling the README reports (`examples/vae_ceiling.rs`): large single objects come back
+/// with their colour and shape, small crosses do not.
+#[test]
+fn vae_reconstructions_keep_large_shapes_and_lose_small_crosses() {
+    use rocm_shapes::evaluate::{colour_and_shape_right, reconstructions};
+    use rocm_shapes::world::{Shape, Size};
+    let device = Device::flex();
+    let vae = AutoencoderKL::from_pretrained(world("vae"), &device).unwrap();
+    let single: Vec<Scene> = Split::Test
+        .scenes(0, 200)
+        .into_iter()
+        .filter(|s| s.objects.len() == 1)
+        .collect();
+    let pick = |size: Size, cross: bool| -> Vec<Scene> {
+        single
+            .iter()
+            .filter(|s| s.objects[0].size == size && (s.objects[0].shape == Shape::Cross) == cross)
+            .take(8)
+            .cloned()
+            .collect()
+    };
+    let right = |scenes: &[Scene]| -> usize {
+        let images: Vec<Image> = scenes.iter().map(render).collect();
+        let rebuilt = reconstructions(&vae, &images, &device);
+        assert_eq!(rebuilt.len(), scenes.len());
+        scenes
+            .iter()
+            .zip(&rebuilt)
+            .filter(|(s, r)| colour_and_shape_right(r, &s.caption))
+            .count()
+    };
+    let large = pick(Size::Large, false);
+    assert_eq!(large.len(), 8);
+    assert_eq!(right(&large), 8, "large objects should survive the VAE");
+    let small_crosses = pick(Size::Small, true);
+    assert!(small_crosses.len() >= 4);
+    assert!(
+        right(&small_crosses) <= 1,
+        "small crosses are expected to blur"
+    );
+}
+
 #[test]
 fn clipscore_on_the_world_clip_prefers_the_prompted_render() {
     let device = Device::flex();
