@@ -10,7 +10,9 @@
 //! a graph, and of forward + backward with the gradient taken with respect to the input only
 //! (weights frozen, as in LoRA training): 3×3 convolutions at the UNet's and the VAE's sizes,
 //! GroupNorm(32) followed by SiLU, SiLU alone, nearest 2× upsampling and 8-head self-attention
-//! over 256 tokens (the `small` UNet's 16×16 level). Arguments are parsed with clap (`--help`
+//! over 256 tokens (the `small` UNet's 16×16 level). The convolution, GroupNorm + SiLU, SiLU and
+//! attention run twice, as Burn's own ops and as rocm-kernels' fused kernels (`rocm::kernels`; the fused
+//! convolution only takes maps up to 16 × 16), same run. Arguments are parsed with clap (`--help`
 //! lists them); bad input prints one line on stderr and exits with code 2.
 
 #![allow(clippy::print_stdout)] // an example owns the terminal
@@ -21,10 +23,12 @@ use std::time::Instant;
 use burn::nn::GroupNormConfig;
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use burn::tensor::activation::silu;
-use burn::tensor::module::{attention, conv2d, interpolate};
+use burn::tensor::module::{attention, interpolate};
 use burn::tensor::ops::{ConvOptions, InterpolateMode, InterpolateOptions};
 use clap::{Arg, Command};
+use rocm::kernels::{
+    KernelMode, attention as kernel_attention, conv2d, group_norm_silu, set_mode, silu,
+};
 
 mod common;
 
@@ -89,24 +93,26 @@ fn run(n: usize) -> Result<(), Box<dyn std::error::Error>> {
         let x = normal([1, c, hw, hw], &device);
         let (w, b) = (normal([c, c, 3, 3], &device), normal([c], &device));
         let on = |t: &Tensor<4>, plain: bool| if plain { t.clone().inner() } else { t.clone() };
-        let (cf, cb) = time_op(n, &x, |x, plain| {
-            let b = if plain { b.clone().inner() } else { b.clone() };
-            conv2d(x, on(&w, plain), Some(b), conv.clone())
-        })?;
         let norm = GroupNormConfig::new(32, c).init(&device).no_grad();
         let plain_norm = norm.valid();
-        let (gf, gb) = time_op(n, &x, |x, plain| {
-            silu(if plain {
-                plain_norm.forward(x)
-            } else {
-                norm.forward(x)
-            })
-        })?;
-        let (sf, sb) = time_op(n, &x, |x, _| silu(x))?;
-        println!(
-            "c={c:<3} {hw:>3}x{hw:<3}  conv3x3 {cf:>7.3} | {cb:>7.3}   groupnorm+silu {gf:>7.3} | \
-             {gb:>7.3}   silu {sf:>7.3} | {sb:>7.3}"
-        );
+        for (mode, name) in [
+            (KernelMode::Composed, "composed"),
+            (KernelMode::Fused, "fused"),
+        ] {
+            set_mode(mode);
+            let (cf, cb) = time_op(n, &x, |x, plain| {
+                let b = if plain { b.clone().inner() } else { b.clone() };
+                conv2d(x, on(&w, plain), Some(b), conv.clone())
+            })?;
+            let (gf, gb) = time_op(n, &x, |x, plain| {
+                group_norm_silu(if plain { &plain_norm } else { &norm }, x)
+            })?;
+            let (sf, sb) = time_op(n, &x, |x, _| silu(x))?;
+            println!(
+                "c={c:<3} {hw:>3}x{hw:<3} {name:<8}  conv3x3 {cf:>7.3} | {cb:>7.3}   \
+                 groupnorm+silu {gf:>7.3} | {gb:>7.3}   silu {sf:>7.3} | {sb:>7.3}"
+            );
+        }
     }
     let x = normal([1, 64, 64, 64], &device);
     let options = InterpolateOptions::new(InterpolateMode::Nearest)
@@ -115,11 +121,15 @@ fn run(n: usize) -> Result<(), Box<dyn std::error::Error>> {
     let (f, b) = time_op(n, &x, |x, _| interpolate(x, options.clone()))?;
     println!("nearest 2x upsampling, c=64 64x64 -> 128x128  {f:>7.3} | {b:>7.3}");
     // [batch, heads, tokens, head_dim] as one 4-D input: q = k = v = x.
+    // Burn's op ("composed": Autodiff runs it as a composed graph) against rocm-kernels' fused one.
     let x = normal([1, 8, 256, 8], &device);
     let (f, b) = time_op(n, &x, |x, _| {
         attention(x.clone(), x.clone(), x, None, None, Default::default())
     })?;
-    println!("self-attention, 8 heads x 256 tokens x 8       {f:>7.3} | {b:>7.3}");
+    println!("self-attention, 8 heads x 256 tokens x 8 composed {f:>7.3} | {b:>7.3}");
+    set_mode(KernelMode::Fused);
+    let (f, b) = time_op(n, &x, |x, _| kernel_attention(x.clone(), x.clone(), x))?;
+    println!("self-attention, 8 heads x 256 tokens x 8 fused    {f:>7.3} | {b:>7.3}");
     Ok(())
 }
 

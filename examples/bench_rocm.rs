@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --release --example bench_rocm -- --config tiny|small|dreamshaper|shapes [--iters N] [--warmup W]
-//!     [--checkpointing on|off] [--concurrent on|off] [--json]
+//!     [--checkpointing on|off] [--concurrent on|off] [--kernels fused|composed] [--json]
 //! ```
 //!
 //! `shapes` is the image quickstart's model and reward at the issue's size: the shipped
@@ -29,7 +29,9 @@
 //! `--concurrent` (default on, [`TrainConfig::concurrent`]) runs independent model calls on a
 //! second thread (`f_ref` alongside the policy; with checkpointing, each step's recomputation
 //! alongside the previous step's backward), which PyTorch's eager loop does not do; `off`
-//! measures the strictly sequential loop.
+//! measures the strictly sequential loop. `--kernels composed` runs SiLU and GroupNorm as Burn's
+//! composed ops instead of rocm-kernels' fused Flex kernels (the default, `fused`), for a
+//! before/after comparison in one build.
 //!
 //! [`TrainConfig::concurrent`]: rocm::trainer::TrainConfig::concurrent
 //!
@@ -111,6 +113,7 @@ struct Args {
     warmup: usize,
     checkpointing: bool,
     concurrent: bool,
+    kernels: rocm::kernels::KernelMode,
     device: String,
     json: bool,
 }
@@ -163,6 +166,14 @@ fn cli() -> Command {
             "Independent model calls on a second thread",
         ))
         .arg(
+            Arg::new("kernels")
+                .long("kernels")
+                .value_name("fused|composed")
+                .default_value("fused")
+                .value_parser(PossibleValuesParser::new(["fused", "composed"]))
+                .help("rocm-kernels' fused SiLU/GroupNorm kernels, or Burn's composed ops"),
+        )
+        .arg(
             Arg::new("device")
                 .long("device")
                 .value_name("NAME")
@@ -190,6 +201,10 @@ impl Args {
             warmup: count("warmup", 2),
             checkpointing: switch("checkpointing"),
             concurrent: switch("concurrent"),
+            kernels: match m.get_one::<String>("kernels").map(String::as_str) {
+                Some("composed") => rocm::kernels::KernelMode::Composed,
+                _ => rocm::kernels::KernelMode::Fused,
+            },
             device: m.get_one::<String>("device").cloned().unwrap_or_default(),
             json: m.get_flag("json"),
         }
@@ -311,6 +326,7 @@ fn shapes_trainer(args: &Args) -> Result<(PipelineTrainer, ModelInfo), Box<dyn s
 }
 
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    rocm::kernels::set_mode(args.kernels);
     let (device, backend) = rocm::select_device(&args.device)?;
     let device = device.autodiff();
     let (mut trainer, info) = match args.config {
@@ -365,6 +381,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         "threads": threads(),
         "checkpointing": if args.checkpointing { "on" } else { "off" },
         "concurrent": if args.concurrent { "on" } else { "off" },
+        "kernels": if args.kernels == rocm::kernels::KernelMode::Composed { "composed" } else { "fused" },
         "loss_first": losses.first(),
         "loss_last": losses.last(),
         "trainable_params": lora_params,
@@ -385,6 +402,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         println!("  backend            {backend} ({} threads)", threads());
         println!("  checkpointing      {}", record["checkpointing"]);
         println!("  concurrent         {}", record["concurrent"]);
+        println!("  kernels            {}", record["kernels"]);
         println!("  UNet params        {base_params} (+{lora_params} LoRA in {adapters} layers)");
         println!("  s/iter (median)    {s_per_iter:.4}   min {min:.4}   mean {mean:.4}");
         if let Some(f) = first {

@@ -28,6 +28,7 @@ pub mod run;
 pub mod tensor_files;
 
 pub use rocm_divergence as divergence;
+pub use rocm_kernels as kernels;
 pub use rocm_lora as lora;
 pub use rocm_models as models;
 pub use rocm_rewards as rewards;

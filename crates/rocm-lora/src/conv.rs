@@ -3,8 +3,10 @@
 use burn::module::Param;
 use burn::nn::{Dropout, DropoutConfig};
 use burn::prelude::*;
-use burn::tensor::module::conv2d;
+// `burn::tensor::module::conv2d`, with the fused Flex kernel for 3×3 same-padding convolutions on
+// small maps.
 use burn::tensor::ops::ConvOptions;
+use rocm_kernels::conv2d;
 
 use crate::config::{FactorInit, lora_scale};
 use crate::switch::adapters_enabled;

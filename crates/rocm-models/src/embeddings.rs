@@ -2,7 +2,7 @@
 //! and the `TimestepEmbedding` MLP with LCM's guidance condition.
 
 use burn::prelude::*;
-use burn::tensor::activation::silu;
+use rocm_kernels::silu;
 use rocm_lora::{Linear, LinearConfig, impl_lora_container};
 
 /// The sinusoidal timestep embedding of DDPM (diffusers `get_timestep_embedding`, max period 10⁴):

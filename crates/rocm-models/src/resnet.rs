@@ -2,7 +2,7 @@
 
 use burn::nn::{GroupNorm, GroupNormConfig};
 use burn::prelude::*;
-use burn::tensor::activation::silu;
+use rocm_kernels::{group_norm_silu, silu};
 use rocm_lora::{Conv2d, Conv2dConfig, Linear, LinearConfig, impl_lora_container};
 
 /// Configuration of a [`ResnetBlock2D`].
@@ -94,12 +94,12 @@ impl_lora_container!(ResnetBlock2D {
 impl ResnetBlock2D {
     /// Applies the block; `temb` is ignored by a block without `time_emb_proj`.
     pub fn forward(&self, x: Tensor<4>, temb: Option<&Tensor<2>>) -> Tensor<4> {
-        let mut h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        let mut h = self.conv1.forward(group_norm_silu(&self.norm1, x.clone()));
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
             let [b, c] = [temb.dims()[0], h.dims()[1]];
             h = h + proj.forward(silu(temb.clone())).reshape([b, c, 1, 1]);
         }
-        let h = self.conv2.forward(silu(self.norm2.forward(h)));
+        let h = self.conv2.forward(group_norm_silu(&self.norm2, h));
         let x = match &self.conv_shortcut {
             Some(conv) => conv.forward(x),
             None => x,

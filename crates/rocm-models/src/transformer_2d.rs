@@ -114,7 +114,7 @@ impl Transformer2DModel {
     /// Applies the model.
     pub fn forward(&self, x: Tensor<4>, encoder_hidden_states: &Tensor<3>) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
-        let normed = self.norm.forward(x.clone());
+        let normed = rocm_kernels::group_norm(&self.norm, x.clone());
         let to_tokens = |t: Tensor<4>| {
             let d = t.dims()[1];
             t.reshape([b, d, h * w]).swap_dims(1, 2)

@@ -25,7 +25,6 @@ use std::path::Path;
 
 use burn::nn::{GroupNorm, GroupNormConfig};
 use burn::prelude::*;
-use burn::tensor::activation::silu;
 use rocm_lora::{Conv2d, Conv2dConfig, impl_lora_container, with_adapters_disabled};
 use rocm_sampler::{
     ConsistencyModel, ModelInput, Parameterization, Prediction, guidance_scale_embedding,
@@ -210,7 +209,8 @@ impl UNet2DConditionModel {
         for block in &self.up_blocks {
             x = block.forward(x, &emb, &ehs, &mut skips);
         }
-        self.conv_out.forward(silu(self.conv_norm_out.forward(x)))
+        self.conv_out
+            .forward(rocm_kernels::group_norm_silu(&self.conv_norm_out, x))
     }
 
     /// The guidance-scale embedding `[B, time_cond_proj_dim]` of `w`, or `None` when the model

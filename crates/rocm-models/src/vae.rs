@@ -3,7 +3,6 @@
 
 use burn::nn::{GroupNorm, GroupNormConfig};
 use burn::prelude::*;
-use burn::tensor::activation::silu;
 use rocm_lora::{Conv2d, Conv2dConfig, impl_lora_container};
 
 use crate::attention::{Attention, AttentionConfig};
@@ -220,7 +219,8 @@ impl Encoder {
             x = block.forward(x);
         }
         let x = self.mid_block.forward(x);
-        self.conv_out.forward(silu(self.conv_norm_out.forward(x)))
+        self.conv_out
+            .forward(rocm_kernels::group_norm_silu(&self.conv_norm_out, x))
     }
 }
 
@@ -277,6 +277,7 @@ impl Decoder {
         for block in &self.up_blocks {
             x = block.forward(x);
         }
-        self.conv_out.forward(silu(self.conv_norm_out.forward(x)))
+        self.conv_out
+            .forward(rocm_kernels::group_norm_silu(&self.conv_norm_out, x))
     }
 }
