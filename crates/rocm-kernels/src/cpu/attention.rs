@@ -173,31 +173,51 @@ fn max(a: &[f32]) -> f32 {
     acc.iter().fold(tail, |m, &v| larger(m, v))
 }
 
-/// `[rows, cols]` → `[cols, rows]`.
-fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut t = vec![0.0f32; x.len()];
+/// Keys rounded up to a whole number of [`gemv_t`]'s 32-wide blocks: the transposed buffers are
+/// this wide, zero beyond the keys, so that no loop over the keys has a scalar tail (the 77 text
+/// tokens of a cross-attention would leave 13).
+fn padded(keys: usize) -> usize {
+    keys.div_ceil(4 * LANES) * 4 * LANES
+}
+
+/// `x` (`[rows, cols]`) → `[cols, stride]`, zero beyond column `rows` of each row.
+fn transpose(x: &[f32], rows: usize, cols: usize, stride: usize) -> Vec<f32> {
+    let mut t = vec![0.0f32; cols * stride];
     for (r, row) in x.chunks_exact(cols.max(1)).enumerate().take(rows) {
         for (c, &v) in row.iter().enumerate() {
-            t[c * rows + r] = v;
+            t[c * stride + r] = v;
         }
     }
     t
 }
 
-/// Writes into `p` the softmax of `q_i · Kᵀ` (`q_i` already scaled, `kt` is `Kᵀ`, `[head, keys]`).
-#[inline(always)]
-fn probabilities(q_row: &[f32], kt: &[f32], keys: usize, p: &mut [f32]) {
-    gemv_t(q_row, kt, keys, p);
-    softmax_in_place(p);
+/// `t` (`[cols, stride]`) → `[rows, cols]` into `x`: the inverse of [`transpose`].
+fn untranspose(t: &[f32], rows: usize, cols: usize, stride: usize, x: &mut [f32]) {
+    for (r, row) in x.chunks_exact_mut(cols.max(1)).enumerate().take(rows) {
+        for (c, v) in row.iter_mut().enumerate() {
+            *v = t[c * stride + r];
+        }
+    }
 }
 
-/// `p ← softmax(p)`.
+/// Writes into `p` (`stride` long) the softmax of `q_i · Kᵀ` over the first `keys` entries and
+/// zeros after them (`q_i` already scaled, `kt` is `Kᵀ`, `[head, stride]`).
 #[inline(always)]
-fn softmax_in_place(p: &mut [f32]) {
+fn probabilities(q_row: &[f32], kt: &[f32], stride: usize, keys: usize, p: &mut [f32]) {
+    gemv_t(q_row, kt, stride, p);
+    p[keys..].fill(f32::NEG_INFINITY);
+    softmax_in_place(p, keys);
+}
+
+/// `p ← softmax(p)` over the first `keys` entries (the rest, `−∞`, become 0).
+#[inline(always)]
+fn softmax_in_place(p: &mut [f32], keys: usize) {
     let max = max(p);
     for v in p.iter_mut() {
         *v = exp(*v - max);
     }
+    // `exp` clamps at e⁻⁸⁷: the padding's exact zeros.
+    p[keys..].fill(0.0);
     let total = sum(p);
     let inv = 1.0 / total;
     for v in p.iter_mut() {
@@ -232,12 +252,13 @@ simd_fn! {
     /// One (batch, head): `o = softmax(s · q kᵀ) v`, a query row at a time.
     fn forward_problem<'a>(shape: AttentionShape, q: &'a [f32], k: &'a [f32], v: &'a [f32], o: &'a mut [f32]) {
         let (m, d, e) = (shape.keys, shape.head, shape.value);
-        let (kt, vt) = (transpose(k, m, d), transpose(v, m, e));
+        let mp = padded(m);
+        let (kt, vt) = (transpose(k, m, d, mp), transpose(v, m, e, mp));
         let q: Vec<f32> = q.iter().map(|&v| v * shape.scale).collect();
-        let mut p = vec![0.0f32; m];
+        let mut p = vec![0.0f32; mp];
         for (i, o_row) in o.chunks_exact_mut(e).enumerate() {
-            probabilities(&q[i * d..(i + 1) * d], &kt, m, &mut p);
-            gemv(&vt, m, &p, o_row);
+            probabilities(&q[i * d..(i + 1) * d], &kt, mp, m, &mut p);
+            gemv(&vt, mp, &p, o_row);
         }
     }
 }
@@ -291,19 +312,20 @@ simd_fn! {
     ) {
         let [q, k, v, dout] = inputs;
         let (n, m, d, e, s) = (shape.queries, shape.keys, shape.head, shape.value, shape.scale);
-        let (kt, vt) = (transpose(k, m, d), transpose(v, m, e));
+        let mp = padded(m);
+        let (kt, vt) = (transpose(k, m, d, mp), transpose(v, m, e, mp));
         let scaled: Vec<f32> = q.iter().map(|&v| v * s).collect();
-        let (mut dkt, mut dvt) = (vec![0.0f32; d * m], vec![0.0f32; e * m]);
-        let (mut p, mut ds) = (vec![0.0f32; m], vec![0.0f32; m]);
+        let (mut dkt, mut dvt) = (vec![0.0f32; d * mp], vec![0.0f32; e * mp]);
+        let (mut p, mut ds) = (vec![0.0f32; mp], vec![0.0f32; mp]);
         for i in 0..n {
             let q_row = &q[i * d..(i + 1) * d];
             let do_row = &dout[i * e..(i + 1) * e];
-            probabilities(&scaled[i * d..(i + 1) * d], &kt, m, &mut p);
-            // dV += pᵀ dO_i and dP = dO_i Vᵀ.
+            probabilities(&scaled[i * d..(i + 1) * d], &kt, mp, m, &mut p);
+            // dV += pᵀ dO_i and dP = dO_i Vᵀ (zero on the padding, where p and V are).
             for (c, &g) in do_row.iter().enumerate() {
-                axpy(&mut dvt[c * m..(c + 1) * m], g, &p);
+                axpy(&mut dvt[c * mp..(c + 1) * mp], g, &p);
             }
-            gemv_t(do_row, &vt, m, &mut ds);
+            gemv_t(do_row, &vt, mp, &mut ds);
             // dS = p ⊙ (dP − Σ p dP).
             let delta = dot(&p, &ds);
             for (g, &pj) in ds.iter_mut().zip(&p) {
@@ -311,14 +333,14 @@ simd_fn! {
             }
             // dQ_i = s · dS K and dK += s · dSᵀ q_i.
             let dq_row = &mut dq[i * d..(i + 1) * d];
-            gemv(&kt, m, &ds, dq_row);
+            gemv(&kt, mp, &ds, dq_row);
             for (c, (dqc, &qc)) in dq_row.iter_mut().zip(q_row).enumerate() {
                 *dqc *= s;
-                axpy(&mut dkt[c * m..(c + 1) * m], s * qc, &ds);
+                axpy(&mut dkt[c * mp..(c + 1) * mp], s * qc, &ds);
             }
         }
-        dk.copy_from_slice(&transpose(&dkt, d, m));
-        dv.copy_from_slice(&transpose(&dvt, e, m));
+        untranspose(&dkt, m, d, mp, dk);
+        untranspose(&dvt, m, e, mp, dv);
     }
 }
 
