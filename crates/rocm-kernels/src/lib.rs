@@ -13,8 +13,8 @@
 //!   normalised tensor, and skips the γ/β gradients when those parameters are frozen;
 //! - [`conv2d`]: the 3×3 same-padding convolution on small maps (≤ 16 × 16, the UNet's levels)
 //!   as one im2col buffer and one GEMM per batch, instead of burn-flex's per-call weight
-//!   re-layout, NHWC copy and zeroed tiles; its backward is the transposed GEMM plus the adjoint
-//!   scatter, with the weight gradient only for a tracked weight;
+//!   re-layout, NHWC copy and zeroed tiles; its backward is burn-flex's transposed convolution
+//!   for the input and one GEMM against the columns for the weight, only when it is tracked;
 //! - [`geglu`]: `h · gelu(g)` over the halves of the last axis with a vectorised `erf`, one pass
 //!   forward and one backward, instead of burn-flex's scalar libm `erf` and five composed ops;
 //! - [`attention`]: `softmax(q kᵀ/√d) v` one (batch, head) per task and one query row at a time,

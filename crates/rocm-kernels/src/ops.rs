@@ -8,9 +8,10 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::{FlexTensor, Layout};
-use burn::backend::ops::FloatTensorOps;
+use burn::backend::ops::{FloatTensorOps, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Bytes, Dispatch, DispatchDevice, Flex, backend_extension};
+use burn::tensor::ops::ConvTransposeOptions;
 use burn::tensor::{DType, Device, Shape, Tensor};
 
 use crate::cpu;
@@ -131,11 +132,6 @@ fn dims4(t: &FlexTensor) -> [usize; 4] {
     );
     [s[0], s[1], s[2], s[3]]
 }
-
-/// Above this many pixels the 3×3 input gradient is a convolution with the flipped kernel; at or
-/// below it, `Wᵀ · dy` and `col2im` (measured with `bench_ops`: at 4 × 4 with 256 channels the
-/// flipped copy of the kernel costs as much as the GEMM).
-const FLIP_MIN_PIXELS: usize = 64;
 
 /// The column buffers of every image of `x`: `[batch, channels · 9, h · w]`.
 fn columns(x: &FlexTensor) -> FlexTensor {
@@ -291,27 +287,18 @@ impl FusedBackward for Flex {
         let [b, c, h, w] = dims4(&x);
         let out = weight.layout().shape()[0];
         let grad = grad.reshape(Shape::new([b, out, h * w]));
-        let dx = if !input_grad {
-            tensor(vec![0.0; b * c * h * w], Shape::new([b, c, h, w]))
-        } else if h * w > FLIP_MIN_PIXELS {
-            // The adjoint of a same-padded 3×3 convolution is the same convolution of dy with the
-            // kernel flipped in space and its channel axes swapped: one more im2col + GEMM.
-            let flipped = cpu::im2col::flip_kernel(slice(&weight), out, c);
-            Self::fused_conv3x3(
+        let dx = if input_grad {
+            // burn-flex's transposed convolution, as Burn's own conv2d backward: at ≤ 16 × 16 it
+            // beat both an im2col GEMM with the flipped kernel and `Wᵀ · dy` + col2im
+            // (bench_ops, 2026-12-07).
+            Flex::conv_transpose2d(
                 grad.clone().reshape(Shape::new([b, out, h, w])),
-                tensor(flipped, Shape::new([c, out, 3, 3])),
+                weight.clone(),
+                None,
+                ConvTransposeOptions::new([1, 1], [1, 1], [0, 0], [1, 1], 1),
             )
         } else {
-            // Small maps with many channels: the flipped copy of the kernel would cost as much as
-            // the GEMM. dcols = Wᵀ · dy, then each column entry back onto its pixel.
-            let kernel_t = weight.reshape(Shape::new([1, out, c * 9])).transpose(1, 2);
-            let dcols = values(&Flex::float_matmul(kernel_t, grad.clone()));
-            let (dc, image, cols) = (slice(&dcols), c * h * w, c * 9 * h * w);
-            let mut dx = vec![0.0f32; b * image];
-            for (i, dst) in dx.chunks_mut(image.max(1)).enumerate().take(b) {
-                cpu::im2col::col2im(&dc[i * cols..(i + 1) * cols], c, h, w, dst);
-            }
-            tensor(dx, Shape::new([b, c, h, w]))
+            tensor(vec![0.0; b * c * h * w], Shape::new([b, c, h, w]))
         };
         let dw = if weight_grad {
             // dW = Σ_batch dy · colsᵀ.
