@@ -36,6 +36,10 @@ mod mode;
 mod ops;
 
 pub use mode::{KernelMode, mode, set_mode};
+/// The backend extension itself: the forward trait (implemented for Flex and `Autodiff`, routed
+/// through `Dispatch`) and the backward kernels of the inner backend.
+#[cfg(feature = "flex")]
+pub use ops::{FusedBackward, FusedOps};
 
 use burn::nn::GroupNorm;
 use burn::tensor::ops::ConvOptions;

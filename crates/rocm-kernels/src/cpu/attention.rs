@@ -9,7 +9,7 @@
 //! `δ = Σ_j p_j dP_j` and `dS = p ⊙ (dP − δ)`, accumulates
 //! `dQ = s · dS K`, `dK = s · dSᵀ Q` and `dV = pᵀ dO` row by row.
 //!
-//! Sums over the keys run in 8 `f32` lanes; the exponentials are [`exp`](super::exp::exp).
+//! Sums over the keys run in 8 `f32` lanes; the exponentials are [`exp`].
 
 use rayon::prelude::*;
 

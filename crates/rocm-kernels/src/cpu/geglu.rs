@@ -3,7 +3,7 @@
 //!
 //! `gelu(g) = g Φ(g)` with the exact normal CDF `Φ(g) = (1 + erf(g/√2)) / 2` (diffusers' default,
 //! `approximate="none"`), and `gelu'(g) = Φ(g) + g φ(g)`, `φ(g) = e^{−g²/2}/√(2π)`. `erf` is
-//! Abramowitz & Stegun's 7.1.26 over the vectorised [`exp`](super::exp::exp) for |x| ≥ 0.5 and its
+//! Abramowitz & Stegun's 7.1.26 over the vectorised [`exp`] for |x| ≥ 0.5 and its
 //! Maclaurin series below (where the former cancels): absolute error ≤ 5·10⁻⁷ in `f32` (the test
 //! measures it), without the scalar libm call per element of burn-flex's `erf`.
 
