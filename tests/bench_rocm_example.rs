@@ -1,7 +1,7 @@
 //! The `bench_rocm` example end to end on the `tiny` workload: the JSON line has the fields that
 //! `benches/compare.sh` and docs/performance.md read, the loss does not depend on per-step
-//! checkpointing or on the second thread (same weights, same noise), and bad input exits with
-//! code 2 and one line on stderr.
+//! checkpointing, on the second thread or on rocm-kernels' fused kernels (same weights, same
+//! noise), and bad input exits with code 2 and one line on stderr.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
@@ -83,6 +83,26 @@ fn tiny_prints_the_fields_and_the_same_loss_in_every_mode() {
     }
 }
 
+/// rocm-kernels' fused Flex kernels (the default) and Burn's composed ops train the same model:
+/// the same losses before and after an AdamW step, on the same weights and noise.
+#[test]
+fn fused_kernels_and_composed_ops_give_the_same_losses() {
+    let base = [
+        "--config", "tiny", "--iters", "2", "--warmup", "0", "--json",
+    ];
+    let fused = json(&base);
+    let composed = json(&[&base[..], &["--kernels", "composed"]].concat());
+    assert_eq!(fused["kernels"], "fused");
+    assert_eq!(composed["kernels"], "composed");
+    for k in ["loss_first", "loss_last"] {
+        let (a, b) = (fused[k].as_f64().unwrap(), composed[k].as_f64().unwrap());
+        assert!(
+            (a - b).abs() <= 1e-4 * a.abs(),
+            "{k}: {a} fused vs {b} composed"
+        );
+    }
+}
+
 #[test]
 fn bad_input_exits_2_with_one_line() {
     for args in [
@@ -90,6 +110,7 @@ fn bad_input_exits_2_with_one_line() {
         &["--config", "medium"],
         &["--config", "tiny", "--iters", "0"],
         &["--config", "tiny", "--checkpointing", "maybe"],
+        &["--config", "tiny", "--kernels", "cubecl"],
         &["--config", "tiny", "--bogus"],
     ] {
         let out = run(args);
