@@ -39,6 +39,12 @@ impl GroupNormShape {
         self.channels / self.groups
     }
 
+    /// The first channel of the `i`-th block of [`group_len`](Self::group_len) elements (blocks run
+    /// over samples, then groups).
+    fn first_channel(&self, i: usize) -> usize {
+        (i % self.groups) * self.channels_per_group()
+    }
+
     fn group_len(&self) -> usize {
         self.channels_per_group() * self.spatial
     }
@@ -156,7 +162,7 @@ pub fn forward(shape: GroupNormShape, x: &[f32], gamma: &[f32], beta: &[f32], y:
         .enumerate()
         .with_min_len(groups_per_task(len))
         .for_each(|(i, (y, x))| {
-            let first = (i % shape.groups) * shape.channels_per_group();
+            let first = shape.first_channel(i);
             forward_group(shape, x, &gamma[first..], &beta[first..], y)
         });
 }
@@ -214,14 +220,14 @@ pub fn backward(
         .enumerate()
         .with_min_len(groups_per_task(len))
         .map(|(i, (dx, (x, dy)))| {
-            let first = (i % shape.groups) * cpg;
+            let first = shape.first_channel(i);
             backward_group(shape, x, &gamma[first..], &beta[first..], dy, dx)
         })
         .collect();
     affine_grads.then(|| {
         let (mut dgamma, mut dbeta) = (vec![0.0f64; shape.channels], vec![0.0f64; shape.channels]);
         for (i, (dg, db)) in partials.iter().enumerate() {
-            let first = (i % shape.groups) * cpg;
+            let first = shape.first_channel(i);
             for c in 0..cpg {
                 dgamma[first + c] += dg[c];
                 dbeta[first + c] += db[c];

@@ -1,0 +1,255 @@
+//! The Flex implementations: the kernels of `crate::cpu` on contiguous `f32` `FlexTensor`s.
+
+use burn::backend::flex::{FlexTensor, Layout};
+use burn::backend::ops::{FloatTensorOps, ModuleOps};
+use burn::backend::{Bytes, Flex};
+use burn::tensor::ops::ConvTransposeOptions;
+use burn::tensor::{DType, Shape};
+
+use super::{FusedBackward, FusedOps};
+use crate::cpu;
+use crate::cpu::attention::AttentionShape;
+use crate::cpu::group_norm::GroupNormShape;
+
+/// A contiguous copy of an `f32` Flex tensor (the same storage when already contiguous).
+fn values(t: &FlexTensor) -> FlexTensor {
+    assert_eq!(
+        t.dtype(),
+        DType::F32,
+        "rocm-kernels: the Flex kernels take f32"
+    );
+    t.to_contiguous()
+}
+
+fn slice(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>()
+        .expect("a contiguous f32 tensor has an f32 slice")
+}
+
+fn tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
+    FlexTensor::new(
+        Bytes::from_elems(values),
+        Layout::contiguous(shape),
+        DType::F32,
+    )
+}
+
+/// `[batch, channels, h, w]` of a rank-4 tensor.
+fn dims4(t: &FlexTensor) -> [usize; 4] {
+    let s = t.layout().shape();
+    assert_eq!(
+        s.num_dims(),
+        4,
+        "rocm-kernels: conv3x3 and attention take rank-4 tensors"
+    );
+    [s[0], s[1], s[2], s[3]]
+}
+
+/// The column buffers of every image of `x`: `[batch, channels · 9, h · w]`.
+fn columns(x: &FlexTensor) -> FlexTensor {
+    let [b, c, h, w] = dims4(x);
+    let xs = slice(x);
+    let image = c * h * w;
+    let mut cols = vec![0.0f32; b * c * 9 * h * w];
+    for (i, dst) in cols.chunks_mut((c * 9 * h * w).max(1)).enumerate().take(b) {
+        cpu::im2col::im2col(&xs[i * image..(i + 1) * image], c, h, w, dst);
+    }
+    tensor(cols, Shape::new([b, c * 9, h * w]))
+}
+
+fn group_norm_shape(shape: &Shape, groups: usize, epsilon: f64, silu: bool) -> GroupNormShape {
+    GroupNormShape {
+        batch: shape[0],
+        channels: shape[1],
+        spatial: shape.num_elements() / (shape[0] * shape[1]).max(1),
+        groups,
+        epsilon,
+        silu,
+    }
+}
+
+/// Half the last axis of a GEGLU input (the caller checked it is even).
+fn geglu_width(shape: &Shape) -> usize {
+    shape[shape.num_dims() - 1] / 2
+}
+
+/// The kernel's view of `q`, `k`, `v` (rank 4, `[batch, heads, tokens, features]`).
+fn attention_shape(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, scale: f64) -> AttentionShape {
+    let ([b, h, n, d], [_, _, m, _], [_, _, _, e]) = (dims4(q), dims4(k), dims4(v));
+    AttentionShape {
+        problems: b * h,
+        queries: n,
+        keys: m,
+        head: d,
+        value: e,
+        scale: scale as f32,
+    }
+}
+
+impl FusedOps for Flex {
+    fn fused_silu(x: FlexTensor) -> FlexTensor {
+        let mut x = values(&x);
+        if x.is_unique() && x.layout().start_offset() == 0 {
+            // Nobody else holds the input (inference): overwrite it.
+            if let Some(v) = x.try_storage_mut::<f32>() {
+                cpu::silu::silu_in_place(v);
+                return x;
+            }
+        }
+        let mut out = vec![0.0f32; x.layout().num_elements()];
+        cpu::silu::silu_forward(slice(&x), &mut out);
+        tensor(out, x.layout().shape().clone())
+    }
+
+    fn fused_group_norm(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        groups: usize,
+        epsilon: f64,
+        silu: bool,
+    ) -> FlexTensor {
+        let (x, gamma, beta) = (values(&x), values(&gamma), values(&beta));
+        let shape = x.layout().shape().clone();
+        let mut y = vec![0.0f32; shape.num_elements()];
+        let gn = group_norm_shape(&shape, groups, epsilon, silu);
+        cpu::group_norm::forward(gn, slice(&x), slice(&gamma), slice(&beta), &mut y);
+        tensor(y, shape)
+    }
+
+    fn fused_conv3x3(x: FlexTensor, weight: FlexTensor) -> FlexTensor {
+        let (x, weight) = (values(&x), values(&weight));
+        let [b, c, h, w] = dims4(&x);
+        let out = weight.layout().shape()[0];
+        let kernel = weight.reshape(Shape::new([1, out, c * 9]));
+        let y = Flex::float_matmul(kernel, columns(&x));
+        y.reshape(Shape::new([b, out, h, w]))
+    }
+
+    fn fused_geglu(y: FlexTensor) -> FlexTensor {
+        let y = values(&y);
+        let mut shape = y.layout().shape().clone();
+        let width = geglu_width(&shape);
+        let mut out = vec![0.0f32; shape.num_elements() / 2];
+        cpu::geglu::forward(slice(&y), width, &mut out);
+        let last = shape.num_dims() - 1;
+        shape[last] = width;
+        tensor(out, shape)
+    }
+
+    fn fused_attention(q: FlexTensor, k: FlexTensor, v: FlexTensor, scale: f64) -> FlexTensor {
+        let (q, k, v) = (values(&q), values(&k), values(&v));
+        let shape = attention_shape(&q, &k, &v, scale);
+        let [b, h, n, _] = dims4(&q);
+        let mut o = vec![0.0f32; shape.problems * shape.queries * shape.value];
+        cpu::attention::forward(shape, slice(&q), slice(&k), slice(&v), &mut o);
+        tensor(o, Shape::new([b, h, n, shape.value]))
+    }
+}
+
+impl FusedBackward for Flex {
+    fn fused_silu_backward(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
+        let (x, grad) = (values(&x), values(&grad));
+        let mut dx = vec![0.0f32; x.layout().num_elements()];
+        cpu::silu::silu_backward(slice(&x), slice(&grad), &mut dx);
+        tensor(dx, x.layout().shape().clone())
+    }
+
+    fn fused_group_norm_backward(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        grad: FlexTensor,
+        groups: usize,
+        epsilon: f64,
+        silu: bool,
+        affine_grads: bool,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let (x, gamma, beta, grad) = (values(&x), values(&gamma), values(&beta), values(&grad));
+        let shape = x.layout().shape().clone();
+        let gn = group_norm_shape(&shape, groups, epsilon, silu);
+        let mut dx = vec![0.0f32; shape.num_elements()];
+        let affine = cpu::group_norm::backward(
+            gn,
+            slice(&x),
+            slice(&gamma),
+            slice(&beta),
+            slice(&grad),
+            &mut dx,
+            affine_grads,
+        );
+        let channels = gamma.layout().shape().clone();
+        let (dgamma, dbeta) =
+            affine.unwrap_or_else(|| (vec![0.0; gn.channels], vec![0.0; gn.channels]));
+        (
+            tensor(dx, shape),
+            tensor(dgamma, channels.clone()),
+            tensor(dbeta, channels),
+        )
+    }
+
+    fn fused_conv3x3_backward(
+        x: FlexTensor,
+        weight: FlexTensor,
+        grad: FlexTensor,
+        input_grad: bool,
+        weight_grad: bool,
+    ) -> (FlexTensor, FlexTensor) {
+        let (x, weight, grad) = (values(&x), values(&weight), values(&grad));
+        let [b, c, h, w] = dims4(&x);
+        let out = weight.layout().shape()[0];
+        let grad = grad.reshape(Shape::new([b, out, h * w]));
+        let dx = if input_grad {
+            // burn-flex's transposed convolution, as Burn's own conv2d backward: at ≤ 16 × 16 it
+            // beat both an im2col GEMM with the flipped kernel and `Wᵀ · dy` + col2im
+            // (bench_ops, 2026-12-07).
+            Flex::conv_transpose2d(
+                grad.clone().reshape(Shape::new([b, out, h, w])),
+                weight.clone(),
+                None,
+                ConvTransposeOptions::new([1, 1], [1, 1], [0, 0], [1, 1], 1),
+            )
+        } else {
+            tensor(vec![0.0; b * c * h * w], Shape::new([b, c, h, w]))
+        };
+        let dw = if weight_grad {
+            // dW = Σ_batch dy · colsᵀ.
+            let per_image = Flex::float_matmul(grad, columns(&x).transpose(1, 2));
+            let summed = if b > 1 {
+                Flex::float_sum_dim(per_image, 0)
+            } else {
+                per_image
+            };
+            values(&summed).reshape(Shape::new([out, c, 3, 3]))
+        } else {
+            tensor(vec![0.0; out * c * 9], Shape::new([out, c, 3, 3]))
+        };
+        (dx, dw)
+    }
+
+    fn fused_geglu_backward(y: FlexTensor, grad: FlexTensor) -> FlexTensor {
+        let (y, grad) = (values(&y), values(&grad));
+        let shape = y.layout().shape().clone();
+        let dy = cpu::geglu::backward(slice(&y), slice(&grad), geglu_width(&shape));
+        tensor(dy, shape)
+    }
+
+    fn fused_attention_backward(
+        q: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        grad: FlexTensor,
+        scale: f64,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let (q, k, v, grad) = (values(&q), values(&k), values(&v), values(&grad));
+        let shape = attention_shape(&q, &k, &v, scale);
+        let (dq, dk, dv) =
+            cpu::attention::backward(shape, slice(&q), slice(&k), slice(&v), slice(&grad));
+        let shape_of = |t: &FlexTensor| t.layout().shape().clone();
+        (
+            tensor(dq, shape_of(&q)),
+            tensor(dk, shape_of(&k)),
+            tensor(dv, shape_of(&v)),
+        )
+    }
+}
