@@ -1,6 +1,7 @@
 //! Times the slice kernels of `rocm_kernels::cpu` alone (no Burn tensors, no autodiff): median
 //! milliseconds of the attention forward and backward at the `small` UNet's levels, and of
-//! GroupNorm + SiLU forward and backward at the `small` UNet's and VAE's sizes.
+//! GroupNorm + SiLU forward and backward at the `small` UNet's and VAE's sizes, and of the 3×3
+//! convolution's forward at the UNet's and VAE's sizes.
 //!
 //! ```text
 //! cargo run --release -p rocm-kernels --example slice_kernels
@@ -11,6 +12,7 @@
 use std::time::Instant;
 
 use rocm_kernels::cpu::attention::{self, AttentionShape};
+use rocm_kernels::cpu::conv3x3::{self, Conv3x3Shape};
 use rocm_kernels::cpu::group_norm::{self, GroupNormShape};
 
 fn median_ms(n: usize, mut f: impl FnMut()) -> f64 {
@@ -78,5 +80,25 @@ fn main() {
         println!(
             "group_norm + silu {channels} x {side}x{side} ({groups} groups): forward {f:.3} ms, backward {b:.3} ms"
         );
+    }
+    // (channels, side): the `small` UNet's three levels, the VAE's 64 and 128 px maps.
+    for (channels, side) in [(64, 16), (128, 8), (256, 4), (64, 64), (32, 128)] {
+        let shape = Conv3x3Shape {
+            images: 1,
+            channels,
+            out: channels,
+            h: side,
+            w: side,
+        };
+        let x: Vec<f32> = (0..channels * side * side)
+            .map(|i| (i as f32 * 0.37).sin())
+            .collect();
+        let weight: Vec<f32> = (0..channels * channels * 9)
+            .map(|i| (i as f32 * 0.91).sin())
+            .collect();
+        let mut y = vec![0.0f32; x.len()];
+        let f = median_ms(50, || conv3x3::forward(shape, &x, &weight, &mut y));
+        let gflops = 2.0 * (channels * channels * 9 * side * side) as f64 / (f * 1e6);
+        println!("conv3x3 {channels} x {side}x{side}: forward {f:.3} ms ({gflops:.0} GFLOP/s)");
     }
 }

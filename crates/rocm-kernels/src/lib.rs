@@ -45,7 +45,10 @@ use burn::nn::GroupNorm;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Tensor};
 
-/// Largest `h · w` the fused 3×3 convolution takes (larger maps keep burn-flex's tiled kernel).
+/// Largest `h · w` the fused 3×3 convolution takes when its weight is tracked by autodiff: its
+/// weight gradient is one GEMM over the whole im2col matrix (`channels · 9 · h · w` floats per
+/// image), so larger maps with a trained weight keep burn-flex's kernel. A frozen weight (the
+/// LoRA-trained UNet's, the reward's VAE) takes the fused kernel on maps of any size.
 pub const CONV3X3_MAX_PIXELS: usize = 16 * 16;
 
 /// Whether `x` takes this crate's Flex kernel: fused mode, `f32`, on Flex (with or without
@@ -82,10 +85,11 @@ pub fn group_norm_silu<const D: usize>(module: &GroupNorm, x: Tensor<D>) -> Tens
     group_norm_impl(module, x, true)
 }
 
-/// `burn::tensor::module::conv2d`, with 3×3 / stride 1 / padding 1 / one group on maps of at most
-/// [`CONV3X3_MAX_PIXELS`] pixels taken by the fused kernel (im2col into one buffer and one GEMM
-/// per batch; the backward is the transposed GEMM and its adjoint scatter, and the weight
-/// gradient only when the weight is tracked).
+/// `burn::tensor::module::conv2d`, with 3×3 / stride 1 / padding 1 / one group taken by the
+/// fused kernel (a register-blocked GEMM over column panels packed straight from the input; the
+/// input gradient is the same kernel reading the flipped weight in place, and the weight
+/// gradient is computed only when the weight is tracked, on maps of at most
+/// [`CONV3X3_MAX_PIXELS`] pixels).
 pub fn conv2d(
     x: Tensor<4>,
     weight: Tensor<4>,
@@ -154,7 +158,7 @@ pub fn takes_conv3x3(x: &Tensor<4>, weight: &Tensor<4>, options: &ConvOptions<2>
         && options.padding == [(1, 1), (1, 1)]
         && options.dilation == [1, 1]
         && options.groups == 1
-        && h * w <= CONV3X3_MAX_PIXELS
+        && (h * w <= CONV3X3_MAX_PIXELS || !weight.is_tracked())
         && h * w > 0
 }
 

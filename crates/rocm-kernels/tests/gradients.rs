@@ -257,18 +257,23 @@ fn conv3x3_matches_burn_conv2d_in_value_and_gradients() {
         check_conv([3, 8, 1, 1], 2, tracked);
         check_conv([1, 5, 2, 7], 6, tracked);
     }
+    // Above CONV3X3_MAX_PIXELS only a frozen weight takes the kernel (ragged last panel).
+    check_conv([2, 6, 20, 23], 7, false);
 }
 
 #[test]
 fn conv2d_falls_back_outside_the_kernel_and_stays_exact() {
     use burn::tensor::ops::ConvOptions;
-    let device = Device::flex();
+    let device = Device::flex().autodiff();
     let x = tensor([1, 4, 32, 32], 41, 1.0, &device);
-    let weight = tensor([3, 4, 3, 3], 42, 0.3, &device);
+    let weight = tensor([3, 4, 3, 3], 42, 0.3, &device).require_grad();
     let same = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
     let strided = ConvOptions::new([2, 2], [1, 1], [1, 1], 1);
-    // 32 × 32 is above the kernel's size, stride 2 is not its case, 1×1 neither.
+    // 32 × 32 with a tracked weight is above the kernel's size (frozen, it would take it),
+    // stride 2 is not its case, 1×1 neither.
     assert!(!rocm_kernels::takes_conv3x3(&x, &weight, &same));
+    let frozen = tensor([3, 4, 3, 3], 42, 0.3, &device);
+    assert!(rocm_kernels::takes_conv3x3(&x, &frozen, &same));
     let small = tensor([1, 4, 8, 8], 43, 1.0, &device);
     assert!(!rocm_kernels::takes_conv3x3(&small, &weight, &strided));
     let pointwise = tensor([3, 4, 1, 1], 44, 0.3, &device);

@@ -46,6 +46,7 @@ macro_rules! simd_fn {
 }
 
 pub mod attention;
+pub mod conv3x3;
 pub mod exp;
 pub mod geglu;
 pub mod group_norm;

@@ -1,14 +1,14 @@
 //! The Flex implementations: the kernels of `crate::cpu` on contiguous `f32` `FlexTensor`s.
 
 use burn::backend::flex::{FlexTensor, Layout};
-use burn::backend::ops::{FloatTensorOps, ModuleOps};
+use burn::backend::ops::FloatTensorOps;
 use burn::backend::{Bytes, Flex};
-use burn::tensor::ops::ConvTransposeOptions;
 use burn::tensor::{DType, Shape};
 
 use super::{FusedBackward, FusedOps};
 use crate::cpu;
 use crate::cpu::attention::AttentionShape;
+use crate::cpu::conv3x3::Conv3x3Shape;
 use crate::cpu::group_norm::GroupNormShape;
 
 /// A contiguous copy of an `f32` Flex tensor (the same storage when already contiguous).
@@ -68,6 +68,19 @@ fn group_norm_shape(shape: &Shape, groups: usize, epsilon: f64, silu: bool) -> G
     }
 }
 
+/// The kernel's view of a 3×3 convolution of `x` (`[batch, channels, h, w]`) with `weight`
+/// (`[out, channels, 3, 3]`).
+fn conv3x3_shape(x: &FlexTensor, weight: &FlexTensor) -> Conv3x3Shape {
+    let [images, channels, h, w] = dims4(x);
+    Conv3x3Shape {
+        images,
+        channels,
+        out: weight.layout().shape()[0],
+        h,
+        w,
+    }
+}
+
 /// Half the last axis of a GEGLU input (the caller checked it is even).
 fn geglu_width(shape: &Shape) -> usize {
     shape[shape.num_dims() - 1] / 2
@@ -119,11 +132,10 @@ impl FusedOps for Flex {
 
     fn fused_conv3x3(x: FlexTensor, weight: FlexTensor) -> FlexTensor {
         let (x, weight) = (values(&x), values(&weight));
-        let [b, c, h, w] = dims4(&x);
-        let out = weight.layout().shape()[0];
-        let kernel = weight.reshape(Shape::new([1, out, c * 9]));
-        let y = Flex::float_matmul(kernel, columns(&x));
-        y.reshape(Shape::new([b, out, h, w]))
+        let shape = conv3x3_shape(&x, &weight);
+        let mut y = vec![0.0f32; shape.images * shape.out * shape.h * shape.w];
+        cpu::conv3x3::forward(shape, slice(&x), slice(&weight), &mut y);
+        tensor(y, Shape::new([shape.images, shape.out, shape.h, shape.w]))
     }
 
     fn fused_geglu(y: FlexTensor) -> FlexTensor {
@@ -196,22 +208,23 @@ impl FusedBackward for Flex {
         weight_grad: bool,
     ) -> (FlexTensor, FlexTensor) {
         let (x, weight, grad) = (values(&x), values(&weight), values(&grad));
-        let [b, c, h, w] = dims4(&x);
-        let out = weight.layout().shape()[0];
-        let grad = grad.reshape(Shape::new([b, out, h * w]));
+        let shape = conv3x3_shape(&x, &weight);
+        let Conv3x3Shape {
+            images: b,
+            channels: c,
+            out,
+            h,
+            w,
+        } = shape;
         let dx = if input_grad {
-            // burn-flex's transposed convolution, as Burn's own conv2d backward: at ≤ 16 × 16 it
-            // beat both an im2col GEMM with the flipped kernel and `Wᵀ · dy` + col2im
-            // (bench_ops, 2026-12-07).
-            Flex::conv_transpose2d(
-                grad.clone().reshape(Shape::new([b, out, h, w])),
-                weight.clone(),
-                None,
-                ConvTransposeOptions::new([1, 1], [1, 1], [0, 0], [1, 1], 1),
-            )
+            // The forward kernel again, reading the flipped, transposed weight in place.
+            let mut dx = vec![0.0f32; b * c * h * w];
+            cpu::conv3x3::input_grad(shape, slice(&grad), slice(&weight), &mut dx);
+            tensor(dx, Shape::new([b, c, h, w]))
         } else {
             tensor(vec![0.0; b * c * h * w], Shape::new([b, c, h, w]))
         };
+        let grad = grad.reshape(Shape::new([b, out, h * w]));
         let dw = if weight_grad {
             // dW = Σ_batch dy · colsᵀ.
             let per_image = Flex::float_matmul(grad, columns(&x).transpose(1, 2));
