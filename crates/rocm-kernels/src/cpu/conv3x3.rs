@@ -120,6 +120,10 @@ struct WeightAccess {
 }
 
 /// `y = W · cols(x)` per image, `W` read through `access`.
+///
+/// Tasks are (image, panel, range of output channels); each writes its tile into its own chunk of
+/// a panel-major buffer (`[images][panels][out][nr]`), which one parallel pass then scatters into
+/// `y`'s rows. The packed panel lives in a per-thread buffer kept across calls.
 fn run(shape: Conv3x3Shape, access: WeightAccess, x: &[f32], weight: &[f32], y: &mut [f32]) {
     if y.is_empty() {
         return;
@@ -138,67 +142,91 @@ fn run(shape: Conv3x3Shape, access: WeightAccess, x: &[f32], weight: &[f32], y: 
     let blocks = shape.out.div_ceil(MR);
     let row_splits = (threads / (shape.images * panels).max(1)).clamp(1, blocks);
     let rows_per_task = blocks.div_ceil(row_splits) * MR;
-    let tasks: Vec<Task> = (0..shape.images)
-        .flat_map(|image| {
-            (0..panels).flat_map(move |panel| {
-                (0..row_splits).map(move |split| Task {
-                    image,
-                    first_pixel: panel * nr,
-                    rows: (split * rows_per_task).min(shape.out)
-                        ..((split + 1) * rows_per_task).min(shape.out),
-                })
-            })
-        })
-        .filter(|t| !t.rows.is_empty())
-        .collect();
-    let depth = shape.depth();
-    let tiles: Vec<(Task, Vec<f32>)> = tasks
-        .into_par_iter()
-        .map_init(
-            || vec![0.0f32; depth * nr],
-            |packed, task| {
-                let image = &x[task.image * shape.channels * plane..][..shape.channels * plane];
-                let pixels = nr.min(plane - task.first_pixel);
-                let panel = Panel {
-                    first: task.first_pixel,
-                    pixels,
-                    nr,
-                    reverse_taps: access.reverse_taps,
-                };
-                pack_panel(image, shape, panel, packed);
-                let mut tile = vec![0.0f32; task.rows.len() * nr];
-                let weight = &weight[task.rows.start * access.row_stride..];
-                let (rows, channels) = (task.rows.len(), shape.channels);
-                if nv == 1 {
-                    pulp::Arch::new().dispatch(Tile::<1> {
-                        weight,
-                        rows,
-                        channels,
-                        access,
-                        packed,
-                        tile: &mut tile,
-                    });
-                } else {
-                    pulp::Arch::new().dispatch(Tile::<NV> {
-                        weight,
-                        rows,
-                        channels,
-                        access,
-                        packed,
-                        tile: &mut tile,
-                    });
-                }
-                (task, tile)
-            },
-        )
-        .collect();
-    for (task, tile) in tiles {
-        let out = &mut y[task.image * shape.out * plane..][..shape.out * plane];
-        let pixels = nr.min(plane - task.first_pixel);
-        for (row, src) in task.rows.zip(tile.chunks(nr)) {
-            out[row * plane + task.first_pixel..][..pixels].copy_from_slice(&src[..pixels]);
+    // Every float of `tiles` is written by a tile before it is read.
+    let mut tiles = TILES.take();
+    tiles.resize(shape.images * panels * shape.out * nr, 0.0);
+    let mut tasks = Vec::with_capacity(shape.images * panels * row_splits);
+    let mut rest = &mut tiles[..];
+    for image in 0..shape.images {
+        for panel in 0..panels {
+            let mut row = 0;
+            while row < shape.out {
+                let rows = rows_per_task.min(shape.out - row);
+                let (tile, tail) = rest.split_at_mut(rows * nr);
+                rest = tail;
+                tasks.push((
+                    Task {
+                        image,
+                        first_pixel: panel * nr,
+                        rows: row..row + rows,
+                    },
+                    tile,
+                ));
+                row += rows;
+            }
         }
     }
+    let depth = shape.depth();
+    tasks.into_par_iter().for_each(|(task, tile)| {
+        PACKED.with_borrow_mut(|packed| {
+            packed.resize(depth * nr, 0.0);
+            let packed = &mut packed[..depth * nr];
+            let image = &x[task.image * shape.channels * plane..][..shape.channels * plane];
+            let panel = Panel {
+                first: task.first_pixel,
+                pixels: nr.min(plane - task.first_pixel),
+                nr,
+                reverse_taps: access.reverse_taps,
+            };
+            pack_panel(image, shape, panel, packed);
+            let weight = &weight[task.rows.start * access.row_stride..];
+            let rows = task.rows.len();
+            if nv == 1 {
+                pulp::Arch::new().dispatch(Tile::<1> {
+                    weight,
+                    rows,
+                    access,
+                    image,
+                    shape,
+                    panel,
+                    packed,
+                    tile,
+                });
+            } else {
+                pulp::Arch::new().dispatch(Tile::<NV> {
+                    weight,
+                    rows,
+                    access,
+                    image,
+                    shape,
+                    panel,
+                    packed,
+                    tile,
+                });
+            }
+        });
+    });
+    // Row `o` of image `b` in `y` is panel `p`'s row `o` of `tiles`, for every `p`.
+    let out = shape.out;
+    y.par_chunks_mut(plane)
+        .with_min_len((16 * 1024 / plane).max(1))
+        .enumerate()
+        .for_each(|(row, dst)| {
+            let (image, o) = (row / out, row % out);
+            for (panel, dst) in dst.chunks_mut(nr).enumerate() {
+                let src = &tiles[((image * panels + panel) * out + o) * nr..];
+                dst.copy_from_slice(&src[..dst.len()]);
+            }
+        });
+    TILES.set(tiles);
+}
+
+thread_local! {
+    /// Each thread's packed panel, kept across calls (a fresh one per call page-faulted).
+    static PACKED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The calling thread's panel-major output, kept across calls (taken while in use, so a
+    /// nested call on the same thread allocates its own).
+    static TILES: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// Vector lanes of the `f32` type the dispatched kernels use (8 with AVX2, 16 with AVX-512).
@@ -232,6 +260,19 @@ struct Panel {
     reverse_taps: bool,
 }
 
+/// A run of a panel's pixels on one output row: `len` pixels from `(oy, ox)`, at `offset` in
+/// the panel.
+#[derive(Clone, Copy, Debug, Default)]
+struct Segment {
+    offset: usize,
+    oy: usize,
+    ox: usize,
+    len: usize,
+}
+
+/// The most segments a panel has: one per pixel on maps one pixel wide.
+const MAX_SEGMENTS: usize = 64;
+
 /// Packs `panel`'s columns of `x`'s im2col matrix into `packed` (`[channels · 9][nr]`).
 fn pack_panel(x: &[f32], shape: Conv3x3Shape, panel: Panel, packed: &mut [f32]) {
     let (h, w) = (shape.h, shape.w);
@@ -242,47 +283,65 @@ fn pack_panel(x: &[f32], shape: Conv3x3Shape, panel: Panel, packed: &mut [f32]) 
         nr,
         reverse_taps,
     } = panel;
-    let end = first + pixels;
+    assert!(nr <= MAX_SEGMENTS, "conv3x3: panel of {nr} pixels");
+    // The panel's runs of pixels on one output row, found once for every (channel, tap).
+    let mut segments = [Segment::default(); MAX_SEGMENTS];
+    let mut count = 0;
+    let mut n = first;
+    while n < first + pixels {
+        let (oy, ox) = (n / w, n % w);
+        let len = (w - ox).min(first + pixels - n);
+        segments[count] = Segment {
+            offset: n - first,
+            oy,
+            ox,
+            len,
+        };
+        count += 1;
+        n += len;
+    }
+    let segments = &segments[..count];
     for (c, block) in packed.chunks_mut(9 * nr).enumerate() {
         let src = &x[c * plane..][..plane];
         for (slot, dst) in block.chunks_mut(nr).enumerate() {
             let tap = if reverse_taps { 8 - slot } else { slot };
             let (ky, kx) = (tap / 3, tap % 3);
-            let mut n = first;
-            while n < end {
-                let (oy, ox) = (n / w, n % w);
-                let len = (w - ox).min(end - n);
-                let seg = &mut dst[n - first..][..len];
-                let iy = oy + ky;
+            for seg in segments {
+                let out = &mut dst[seg.offset..][..seg.len];
+                let iy = seg.oy + ky;
                 if iy == 0 || iy > h {
-                    seg.fill(0.0);
-                } else {
-                    let row = &src[(iy - 1) * w..][..w];
-                    // Source columns ox + kx − 1 .. ox + kx − 1 + len, clipped to the row (only
-                    // the first output column at kx = 0 reads left of it).
-                    let lo = (ox + kx).saturating_sub(1);
-                    let hi = (ox + kx + len - 1).min(w);
-                    let skip = usize::from(ox + kx == 0);
-                    seg[..skip].fill(0.0);
-                    seg[skip..skip + (hi - lo)].copy_from_slice(&row[lo..hi]);
-                    seg[skip + (hi - lo)..].fill(0.0);
+                    out.fill(0.0);
+                    continue;
                 }
-                n += len;
+                let row = &src[(iy - 1) * w..][..w];
+                // Source columns ox + kx − 1 .. ox + kx − 1 + len, clipped to the row (only the
+                // first output column at kx = 0 reads left of it).
+                let lo = (seg.ox + kx).saturating_sub(1);
+                let hi = (seg.ox + kx + seg.len - 1).min(w);
+                let skip = usize::from(seg.ox + kx == 0);
+                let (head, rest) = out.split_at_mut(skip);
+                head.fill(0.0);
+                let (body, tail) = rest.split_at_mut(hi - lo);
+                body.copy_from_slice(&row[lo..hi]);
+                tail.fill(0.0);
             }
             dst[pixels..].fill(0.0);
         }
     }
 }
 
-/// One task's tiles: `tile[r] = Σ_{c,t} W(r, c, t) · packed[c · 9 + t]` for `r < rows`, the
-/// weight read through `access` from `weight` (which starts at the task's first row); `tile` is
-/// `[rows][nr]`, `nr` being `V` vectors.
+/// One task's tiles: packs `panel` of `image` into `packed`, then `tile[r] = Σ_{c,t} W(r, c, t) ·
+/// packed[c · 9 + t]` for `r < rows`, the weight read through `access` from `weight` (which
+/// starts at the task's first row); `tile` is `[rows][nr]`, `nr` being `V` vectors.
 struct Tile<'a, const V: usize> {
     weight: &'a [f32],
     rows: usize,
-    channels: usize,
     access: WeightAccess,
-    packed: &'a [f32],
+    /// The image the panel is packed from, its shape and the panel.
+    image: &'a [f32],
+    shape: Conv3x3Shape,
+    panel: Panel,
+    packed: &'a mut [f32],
     tile: &'a mut [f32],
 }
 
@@ -294,11 +353,15 @@ impl<const V: usize> WithSimd for Tile<'_, V> {
         let Tile {
             weight,
             rows,
-            channels,
             access,
+            image,
+            shape,
+            panel,
             packed,
             tile,
         } = self;
+        let _ = (image, panel);
+        let channels = shape.channels;
         let (panel, _) = S::as_simd_f32s(packed);
         let (tile, _) = S::as_mut_simd_f32s(tile);
         for (block, c) in tile.chunks_mut(MR * V).enumerate() {
