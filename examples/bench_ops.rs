@@ -11,8 +11,8 @@
 //! (weights frozen, as in LoRA training): 3×3 convolutions at the UNet's and the VAE's sizes,
 //! GroupNorm(32) followed by SiLU, SiLU alone, nearest 2× upsampling and 8-head self-attention
 //! over 256 tokens (the `small` UNet's 16×16 level). The convolution, GroupNorm + SiLU, SiLU and
-//! attention run twice, as Burn's own ops and as rocm-kernels' fused kernels (`rocm::kernels`; the fused
-//! convolution only takes maps up to 16 × 16), same run. Arguments are parsed with clap (`--help`
+//! attention run twice, as Burn's own ops and as rocm-kernels' fused kernels (`rocm::kernels`; the
+//! weights here are frozen, so the fused convolution takes every size), same run. Arguments are parsed with clap (`--help`
 //! lists them); bad input prints one line on stderr and exits with code 2.
 
 #![allow(clippy::print_stdout)] // an example owns the terminal

@@ -11,10 +11,13 @@
 //! - [`group_norm`] and [`group_norm_silu`]: GroupNorm statistics, affine and (optionally) SiLU
 //!   in two passes per group; the backward recomputes the statistics instead of storing the
 //!   normalised tensor, and skips the γ/β gradients when those parameters are frozen;
-//! - [`conv2d`]: the 3×3 same-padding convolution on small maps (≤ 16 × 16, the UNet's levels)
-//!   as one im2col buffer and one GEMM per batch, instead of burn-flex's per-call weight
-//!   re-layout, NHWC copy and zeroed tiles; its backward is burn-flex's transposed convolution
-//!   for the input and one GEMM against the columns for the weight, only when it is tracked;
+//! - [`conv2d`]: the 3×3 same-padding convolution as a register-blocked GEMM of this crate
+//!   (`cpu::conv3x3`) over column panels packed straight from the input, reading the weight
+//!   where it lies, instead of burn-flex's per-call weight re-layout, NHWC copy and zeroed
+//!   tiles; its input gradient is the same kernel reading the flipped weight in place, and its
+//!   weight gradient (only when the weight is tracked, on maps of at most
+//!   [`CONV3X3_MAX_PIXELS`] pixels) one GEMM against the im2col matrix. A frozen weight takes it
+//!   on maps of any size (the reward's VAE decoder);
 //! - [`geglu`]: `h · gelu(g)` over the halves of the last axis with a vectorised `erf`, one pass
 //!   forward and one backward, instead of burn-flex's scalar libm `erf` and five composed ops;
 //! - [`attention`]: `softmax(q kᵀ/√d) v` one (batch, head) per task and one query row at a time,

@@ -218,8 +218,14 @@ fn run(shape: Conv3x3Shape, access: WeightAccess, x: &[f32], weight: &[f32], y: 
                 dst.copy_from_slice(&src[..dst.len()]);
             }
         });
-    TILES.set(tiles);
+    if tiles.len() <= KEPT_TILES {
+        TILES.set(tiles);
+    }
 }
+
+/// The largest panel-major buffer (floats) a thread keeps between calls: 16 MiB, so that a large
+/// map's (a 512 × 512 VAE's) buffer is given back instead of held for the thread's lifetime.
+const KEPT_TILES: usize = 4 << 20;
 
 thread_local! {
     /// Each thread's packed panel, kept across calls (a fresh one per call page-faulted).
