@@ -123,7 +123,8 @@ struct WeightAccess {
 ///
 /// Tasks are (image, panel, range of output channels); each writes its tile into its own chunk of
 /// a panel-major buffer (`[images][panels][out][nr]`), which one parallel pass then scatters into
-/// `y`'s rows. The packed panel lives in a per-thread buffer kept across calls.
+/// `y`'s rows. The packed panel lives in a per-thread buffer kept across calls (a task whose
+/// panel's output channels are split with another task packs the panel too).
 fn run(shape: Conv3x3Shape, access: WeightAccess, x: &[f32], weight: &[f32], y: &mut [f32]) {
     if y.is_empty() {
         return;
@@ -179,16 +180,15 @@ fn run(shape: Conv3x3Shape, access: WeightAccess, x: &[f32], weight: &[f32], y: 
                 reverse_taps: access.reverse_taps,
             };
             pack_panel(image, shape, panel, packed);
+            let packed = &*packed;
             let weight = &weight[task.rows.start * access.row_stride..];
             let rows = task.rows.len();
             if nv == 1 {
                 pulp::Arch::new().dispatch(Tile::<1> {
                     weight,
                     rows,
+                    channels: shape.channels,
                     access,
-                    image,
-                    shape,
-                    panel,
                     packed,
                     tile,
                 });
@@ -196,10 +196,8 @@ fn run(shape: Conv3x3Shape, access: WeightAccess, x: &[f32], weight: &[f32], y: 
                 pulp::Arch::new().dispatch(Tile::<NV> {
                     weight,
                     rows,
+                    channels: shape.channels,
                     access,
-                    image,
-                    shape,
-                    panel,
                     packed,
                     tile,
                 });
@@ -342,12 +340,9 @@ fn pack_panel(x: &[f32], shape: Conv3x3Shape, panel: Panel, packed: &mut [f32]) 
 struct Tile<'a, const V: usize> {
     weight: &'a [f32],
     rows: usize,
+    channels: usize,
     access: WeightAccess,
-    /// The image the panel is packed from, its shape and the panel.
-    image: &'a [f32],
-    shape: Conv3x3Shape,
-    panel: Panel,
-    packed: &'a mut [f32],
+    packed: &'a [f32],
     tile: &'a mut [f32],
 }
 
@@ -359,15 +354,11 @@ impl<const V: usize> WithSimd for Tile<'_, V> {
         let Tile {
             weight,
             rows,
+            channels,
             access,
-            image,
-            shape,
-            panel,
             packed,
             tile,
         } = self;
-        let _ = (image, panel);
-        let channels = shape.channels;
         let (panel, _) = S::as_simd_f32s(packed);
         let (tile, _) = S::as_mut_simd_f32s(tile);
         for (block, c) in tile.chunks_mut(MR * V).enumerate() {
