@@ -53,22 +53,6 @@ impl Conv3x3Shape {
 /// `x` as `[images, channels, h, w]`, `weight` as `[out, channels, 3, 3]`, `y` as
 /// `[images, out, h, w]`, all contiguous.
 pub fn forward(shape: Conv3x3Shape, x: &[f32], weight: &[f32], y: &mut [f32]) {
-    let plane = shape.plane();
-    assert_eq!(
-        x.len(),
-        shape.images * shape.channels * plane,
-        "conv3x3: input length"
-    );
-    assert_eq!(
-        weight.len(),
-        shape.out * shape.depth(),
-        "conv3x3: weight length"
-    );
-    assert_eq!(
-        y.len(),
-        shape.images * shape.out * plane,
-        "conv3x3: output length"
-    );
     let access = WeightAccess {
         row_stride: shape.depth(),
         block_stride: 9,
@@ -81,22 +65,7 @@ pub fn forward(shape: Conv3x3Shape, x: &[f32], weight: &[f32], y: &mut [f32]) {
 /// dy[b, o, · − ky + 1, · − kx + 1]`, `dy` as `[images, out, h, w]`, `dx` as
 /// `[images, channels, h, w]` (`shape` is the forward convolution's).
 pub fn input_grad(shape: Conv3x3Shape, dy: &[f32], weight: &[f32], dx: &mut [f32]) {
-    let plane = shape.plane();
-    assert_eq!(
-        dy.len(),
-        shape.images * shape.out * plane,
-        "conv3x3: gradient length"
-    );
-    assert_eq!(
-        weight.len(),
-        shape.out * shape.depth(),
-        "conv3x3: weight length"
-    );
-    assert_eq!(
-        dx.len(),
-        shape.images * shape.channels * plane,
-        "conv3x3: input length"
-    );
+    // The GEMM of `forward` with the roles of `channels` and `out` swapped.
     let adjoint = Conv3x3Shape {
         channels: shape.out,
         out: shape.channels,
@@ -126,6 +95,19 @@ struct WeightAccess {
 /// `y`'s rows. The packed panel lives in a per-thread buffer kept across calls (a task whose
 /// panel's output channels are split with another task packs the panel too).
 fn run(shape: Conv3x3Shape, access: WeightAccess, x: &[f32], weight: &[f32], y: &mut [f32]) {
+    let plane = shape.plane();
+    let image_in = shape.channels * plane;
+    assert_eq!(x.len(), shape.images * image_in, "conv3x3: input length");
+    assert_eq!(
+        weight.len(),
+        shape.out * shape.depth(),
+        "conv3x3: weight length"
+    );
+    assert_eq!(
+        y.len(),
+        shape.images * shape.out * plane,
+        "conv3x3: output length"
+    );
     if y.is_empty() {
         return;
     }
@@ -133,7 +115,6 @@ fn run(shape: Conv3x3Shape, access: WeightAccess, x: &[f32], weight: &[f32], y: 
         y.fill(0.0);
         return;
     }
-    let plane = shape.plane();
     let lanes = lanes();
     let nv = if plane <= lanes { 1 } else { NV };
     let nr = nv * lanes;
@@ -172,7 +153,7 @@ fn run(shape: Conv3x3Shape, access: WeightAccess, x: &[f32], weight: &[f32], y: 
         PACKED.with_borrow_mut(|packed| {
             packed.resize(depth * nr, 0.0);
             let packed = &mut packed[..depth * nr];
-            let image = &x[task.image * shape.channels * plane..][..shape.channels * plane];
+            let image = &x[task.image * image_in..][..image_in];
             let panel = Panel {
                 first: task.first_pixel,
                 pixels: nr.min(plane - task.first_pixel),
@@ -180,27 +161,18 @@ fn run(shape: Conv3x3Shape, access: WeightAccess, x: &[f32], weight: &[f32], y: 
                 reverse_taps: access.reverse_taps,
             };
             pack_panel(image, shape, panel, packed);
-            let packed = &*packed;
-            let weight = &weight[task.rows.start * access.row_stride..];
-            let rows = task.rows.len();
+            let tile = Tile {
+                weight: &weight[task.rows.start * access.row_stride..],
+                rows: task.rows.len(),
+                channels: shape.channels,
+                access,
+                packed: &*packed,
+                tile,
+            };
             if nv == 1 {
-                pulp::Arch::new().dispatch(Tile::<1> {
-                    weight,
-                    rows,
-                    channels: shape.channels,
-                    access,
-                    packed,
-                    tile,
-                });
+                pulp::Arch::new().dispatch(tile.vectors::<1>());
             } else {
-                pulp::Arch::new().dispatch(Tile::<NV> {
-                    weight,
-                    rows,
-                    channels: shape.channels,
-                    access,
-                    packed,
-                    tile,
-                });
+                pulp::Arch::new().dispatch(tile.vectors::<NV>());
             }
         });
     });
@@ -334,10 +306,10 @@ fn pack_panel(x: &[f32], shape: Conv3x3Shape, panel: Panel, packed: &mut [f32]) 
     }
 }
 
-/// One task's tiles: packs `panel` of `image` into `packed`, then `tile[r] = Σ_{c,t} W(r, c, t) ·
-/// packed[c · 9 + t]` for `r < rows`, the weight read through `access` from `weight` (which
-/// starts at the task's first row); `tile` is `[rows][nr]`, `nr` being `V` vectors.
-struct Tile<'a, const V: usize> {
+/// One task's tiles: `tile[r] = Σ_{c,t} W(r, c, t) · packed[c · 9 + t]` for `r < rows`, the
+/// weight read through `access` from `weight` (which starts at the task's first row); `tile` is
+/// `[rows][nr]`.
+struct Tile<'a> {
     weight: &'a [f32],
     rows: usize,
     channels: usize,
@@ -346,7 +318,17 @@ struct Tile<'a, const V: usize> {
     tile: &'a mut [f32],
 }
 
-impl<const V: usize> WithSimd for Tile<'_, V> {
+impl<'a> Tile<'a> {
+    /// The tile's kernel with `nr` = `V` vectors.
+    fn vectors<const V: usize>(self) -> Vectors<'a, V> {
+        Vectors(self)
+    }
+}
+
+/// [`Tile`] computed with rows of `V` vectors.
+struct Vectors<'a, const V: usize>(Tile<'a>);
+
+impl<const V: usize> WithSimd for Vectors<'_, V> {
     type Output = ();
 
     #[inline(always)]
@@ -358,7 +340,7 @@ impl<const V: usize> WithSimd for Tile<'_, V> {
             access,
             packed,
             tile,
-        } = self;
+        } = self.0;
         let (panel, _) = S::as_simd_f32s(packed);
         let (tile, _) = S::as_mut_simd_f32s(tile);
         for (block, c) in tile.chunks_mut(MR * V).enumerate() {
@@ -410,10 +392,7 @@ fn micro<S: Simd, const R: usize, const V: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(n: usize, step: f32) -> Vec<f32> {
-        (0..n).map(|i| (i as f32 * step).sin()).collect()
-    }
+    use crate::cpu::test_values as values;
 
     fn reference(shape: Conv3x3Shape, x: &[f32], weight: &[f32]) -> Vec<f64> {
         let Conv3x3Shape {

@@ -62,10 +62,7 @@ fn channel_im2col(src: &[f32], h: usize, w: usize, block: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(n: usize, step: f32) -> Vec<f32> {
-        (0..n).map(|i| (i as f32 * step).sin()).collect()
-    }
+    use crate::cpu::test_values as values;
 
     #[test]
     fn im2col_matches_the_definition() {

@@ -45,6 +45,12 @@ macro_rules! simd_fn {
     (@ret $ret:ty) => { $ret };
 }
 
+/// `sin(i · step)` for `i < n`: smooth, sign-changing test inputs.
+#[cfg(test)]
+pub(crate) fn test_values(n: usize, step: f32) -> Vec<f32> {
+    (0..n).map(|i| (i as f32 * step).sin()).collect()
+}
+
 pub mod attention;
 pub mod conv3x3;
 pub mod exp;
