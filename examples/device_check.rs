@@ -20,9 +20,16 @@
 //!   weight by about ±lr, so a gradient that is zero up to rounding can flip its sign: up to
 //!   2·lr apart).
 //!
-//! Exits with 0 when every judged relative difference is at most `--tolerance`, 1 when one is
-//! not, 2 on an error (the device cannot be opened, a bad argument). `--device flex` checks
-//! flex against itself (all differences 0: the harness's own test).
+//! Each judged difference has a limit: `--tolerance`, except the adapter gradients with per-step
+//! checkpointing. Those are sums whose terms cancel to about 1e-4 of their size, and flex's own
+//! per-step gradients differ from its plain ones by 2.5e-4 of their largest on `tiny` (the same
+//! gradient summed in another order; measured, docs/backends.md). A device cannot be held
+//! closer to flex than flex is to itself, so that row's limit is the larger of `--tolerance` and
+//! twice that spread, measured in the same run (and printed).
+//!
+//! Exits with 0 when every judged relative difference is within its limit, 1 when one is not, 2
+//! on an error (the device cannot be opened, a bad argument). `--device flex` checks flex against
+//! itself (all device differences 0: the harness's own test).
 
 #![allow(clippy::print_stdout)] // an example owns the terminal
 
@@ -101,8 +108,9 @@ struct Row {
     name: String,
     max_abs: f64,
     max_ref: f64,
-    /// Judged against the tolerance (the weights after Adam's step are only reported).
-    judged: bool,
+    /// The largest relative difference that passes; `None`: reported only (the weights after
+    /// Adam's step, flex's own spread).
+    limit: Option<f64>,
 }
 
 impl Row {
@@ -122,7 +130,13 @@ struct Report {
 }
 
 impl Report {
-    fn values(&mut self, name: impl Into<String>, x: &[f32], reference: &[f32], judged: bool) {
+    fn values(
+        &mut self,
+        name: impl Into<String>,
+        x: &[f32],
+        reference: &[f32],
+        limit: Option<f64>,
+    ) {
         let name = name.into();
         let (max_abs, max_ref) = if x.len() == reference.len() {
             x.iter()
@@ -140,23 +154,29 @@ impl Report {
             name,
             max_abs,
             max_ref,
-            judged,
+            limit,
         });
     }
 
-    fn scalar(&mut self, name: impl Into<String>, x: f64, reference: f64) {
-        self.values(name, &[x as f32], &[reference as f32], true);
+    fn scalar(&mut self, name: impl Into<String>, x: f64, reference: f64, limit: f64) {
+        self.values(name, &[x as f32], &[reference as f32], Some(limit));
     }
 
-    fn tensors<const D: usize>(&mut self, name: impl Into<String>, x: Tensor<D>, r: Tensor<D>) {
-        self.values(name, &host(x), &host(r), true);
+    fn tensors<const D: usize>(
+        &mut self,
+        name: impl Into<String>,
+        x: Tensor<D>,
+        r: Tensor<D>,
+        limit: f64,
+    ) {
+        self.values(name, &host(x), &host(r), Some(limit));
     }
 
+    /// The largest judged difference as a fraction of its limit (at most 1 passes).
     fn worst(&self) -> f64 {
         self.rows
             .iter()
-            .filter(|r| r.judged)
-            .map(Row::rel)
+            .filter_map(|r| r.limit.map(|l| r.rel() / l))
             .fold(0.0, f64::max)
     }
 }
@@ -188,6 +208,7 @@ fn forward_check(
     config: BenchSize,
     flex: &Device,
     device: &Device,
+    tolerance: f64,
     report: &mut Report,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let (reference, candidate) = model_pair(config, flex, device)?;
@@ -203,6 +224,7 @@ fn forward_check(
             format!("UNet forward, t = {t}"),
             run(&candidate, device),
             run(&reference, flex),
+            tolerance,
         );
     }
     Ok(())
@@ -226,38 +248,54 @@ fn trainer_pair(
     ])
 }
 
+/// One mode's adapter gradients, flattened: `(flex, device)`.
+type GradientPair = (Vec<f32>, Vec<f32>);
+
+/// Compares one ROCM iteration's loss, reward and divergences; returns both sides' adapter
+/// gradients (judged by the caller, which knows flex's own spread).
 fn iteration_check(
     config: BenchSize,
     checkpointing: bool,
     flex: &Device,
     device: &Device,
+    tolerance: f64,
     report: &mut Report,
-) -> Result<(), Box<dyn std::error::Error>> {
+) -> Result<GradientPair, Box<dyn std::error::Error>> {
     let mode = if checkpointing { "per step" } else { "plain" };
     let [mut reference, mut candidate] = trainer_pair(config, checkpointing, flex, device)?;
     let r = reference.iteration_gradients()?;
     let c = candidate.iteration_gradients()?;
-    report.scalar(format!("iteration loss ({mode})"), c.loss, r.loss);
+    report.scalar(
+        format!("iteration loss ({mode})"),
+        c.loss,
+        r.loss,
+        tolerance,
+    );
     report.scalar(
         format!("iteration reward ({mode})"),
         c.reward_mean,
         r.reward_mean,
+        tolerance,
     );
     let to_f32 = |v: &[f64]| v.iter().map(|x| *x as f32).collect::<Vec<_>>();
     report.values(
         format!("per-step divergences ({mode})"),
         &to_f32(&c.divergence_per_step),
         &to_f32(&r.divergence_per_step),
-        true,
+        Some(tolerance),
     );
     let flatten = |grads: Vec<Tensor<1>>| grads.into_iter().flat_map(host).collect::<Vec<f32>>();
-    report.values(
-        format!("adapter gradients ({mode})"),
-        &flatten(flat_gradients(candidate.model(), &c.grads)),
-        &flatten(flat_gradients(reference.model(), &r.grads)),
-        true,
-    );
-    Ok(())
+    Ok((
+        flatten(flat_gradients(reference.model(), &r.grads)),
+        flatten(flat_gradients(candidate.model(), &c.grads)),
+    ))
+}
+
+/// The relative difference of `x` from `reference` (`max |Δ|` over `max |ref|`).
+fn relative(x: &[f32], reference: &[f32]) -> f64 {
+    let mut probe = Report::default();
+    probe.values("", x, reference, None);
+    probe.rows.first().map_or(f64::INFINITY, Row::rel)
 }
 
 /// Every float parameter of a module, flattened, in traversal order.
@@ -277,18 +315,24 @@ fn step_check(
     config: BenchSize,
     flex: &Device,
     device: &Device,
+    tolerance: f64,
     report: &mut Report,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let [mut reference, mut candidate] = trainer_pair(config, true, flex, device)?;
     let r = reference.train_iteration()?;
     let c = candidate.train_iteration()?;
-    report.scalar("train_iteration loss", c.loss, r.loss);
-    report.scalar("train_iteration gradient norm", c.grad_norm, r.grad_norm);
+    report.scalar("train_iteration loss", c.loss, r.loss, tolerance);
+    report.scalar(
+        "train_iteration gradient norm",
+        c.grad_norm,
+        r.grad_norm,
+        tolerance,
+    );
     report.values(
-        "weights after the AdamW step (reported only)",
+        "weights after the AdamW step",
         &weights(candidate.model()),
         &weights(reference.model()),
-        false,
+        None,
     );
     Ok(())
 }
@@ -299,14 +343,36 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
     let (flex, device) = (flex.autodiff(), device.autodiff());
     let start = std::time::Instant::now();
     let mut report = Report::default();
-    forward_check(args.config, &flex, &device, &mut report)?;
-    for checkpointing in [false, true] {
-        iteration_check(args.config, checkpointing, &flex, &device, &mut report)?;
-    }
-    step_check(args.config, &flex, &device, &mut report)?;
+    let tol = args.tolerance;
+    forward_check(args.config, &flex, &device, tol, &mut report)?;
+    let (flex_plain, device_plain) =
+        iteration_check(args.config, false, &flex, &device, tol, &mut report)?;
+    report.values(
+        "adapter gradients (plain)",
+        &device_plain,
+        &flex_plain,
+        Some(tol),
+    );
+    let (flex_per_step, device_per_step) =
+        iteration_check(args.config, true, &flex, &device, tol, &mut report)?;
+    // flex against itself: what rounding alone puts between the two modes' gradients.
+    let spread = relative(&flex_per_step, &flex_plain);
+    report.values(
+        "flex itself: per-step against plain gradients",
+        &flex_per_step,
+        &flex_plain,
+        None,
+    );
+    report.values(
+        "adapter gradients (per step)",
+        &device_per_step,
+        &flex_per_step,
+        Some(tol.max(2.0 * spread)),
+    );
+    step_check(args.config, &flex, &device, tol, &mut report)?;
     let seconds = start.elapsed().as_secs_f64();
     let worst = report.worst();
-    let pass = worst <= args.tolerance;
+    let pass = worst <= 1.0;
     if args.json {
         let rows: Vec<_> = report
             .rows
@@ -314,14 +380,14 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
             .map(|r| {
                 serde_json::json!({
                     "name": r.name, "max_abs": r.max_abs, "max_ref": r.max_ref,
-                    "rel": r.rel(), "judged": r.judged,
+                    "rel": r.rel(), "limit": r.limit,
                 })
             })
             .collect();
         let record = serde_json::json!({
             "device": args.device, "backend": backend.to_string(),
             "config": args.config.to_string(), "tolerance": args.tolerance,
-            "worst_rel": worst, "pass": pass, "seconds": seconds, "rows": rows,
+            "worst_fraction_of_limit": worst, "pass": pass, "seconds": seconds, "rows": rows,
         });
         println!("{record}");
     } else {
@@ -330,20 +396,22 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
             args.device, args.config
         );
         println!(
-            "  {:<48} {:>11} {:>11} {:>11}",
-            "", "max |Δ|", "max |ref|", "relative"
+            "  {:<48} {:>11} {:>11} {:>11} {:>11}",
+            "", "max |Δ|", "max |ref|", "relative", "limit"
         );
         for r in &report.rows {
+            let limit = r.limit.map_or("reported".into(), |l| format!("{l:.3e}"));
             println!(
-                "  {:<48} {:>11.3e} {:>11.3e} {:>11.3e}",
+                "  {:<48} {:>11.3e} {:>11.3e} {:>11.3e} {:>11}",
                 r.name,
                 r.max_abs,
                 r.max_ref,
-                r.rel()
+                r.rel(),
+                limit
             );
         }
         println!(
-            "  worst judged relative difference {worst:.3e} (tolerance {:.0e}): {}; {seconds:.1} s",
+            "  worst judged difference {worst:.3} of its limit (tolerance {:.0e}): {}; {seconds:.1} s",
             args.tolerance,
             if pass { "PASS" } else { "FAIL" }
         );

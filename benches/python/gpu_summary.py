@@ -111,14 +111,14 @@ def summary(records: list[dict]) -> str:
     if check and check["result"]:
         c = check["result"]
         lines.append(
-            f"{c['device']} ({c['backend']}), config {c['config']}: worst judged relative difference "
-            f"{c['worst_rel']:.2e}, tolerance {c['tolerance']:.0e}: **{'PASS' if c['pass'] else 'FAIL'}** "
-            f"({c['seconds']:.1f} s)"
+            f"{c['device']} ({c['backend']}), config {c['config']}: worst judged difference "
+            f"{c['worst_fraction_of_limit']:.2f} of its limit, tolerance {c['tolerance']:.0e}: "
+            f"**{'PASS' if c['pass'] else 'FAIL'}** ({c['seconds']:.1f} s)"
         )
-        lines += ["", "| quantity | max abs diff | max abs ref | relative |", "|---|---|---|---|"]
+        lines += ["", "| quantity | max abs diff | max abs ref | relative | limit |", "|---|---|---|---|---|"]
         for row in c["rows"]:
-            name = row["name"] + ("" if row["judged"] else " *(not judged)*")
-            lines.append(f"| {name} | {row['max_abs']:.3e} | {row['max_ref']:.3e} | {row['rel']:.3e} |")
+            limit = "reported only" if row["limit"] is None else f"{row['limit']:.3e}"
+            lines.append(f"| {row['name']} | {row['max_abs']:.3e} | {row['max_ref']:.3e} | {row['rel']:.3e} | {limit} |")
     else:
         lines.append(f"{status(check)}: " + " / ".join((check or {}).get("stderr_tail", [])[-3:]))
     lines += [
