@@ -140,7 +140,7 @@ impl BuildPlan {
     fn options(&self, stage: Stage) -> StageOptions {
         let (steps, batch, lr) = match stage {
             Stage::Vae => (2000, 16, 2e-3),
-            Stage::Clip => (2000, 64, 1e-3),
+            Stage::Clip => (6000, 64, 1e-3),
             Stage::Pref => (2000, 32, 2e-4),
             Stage::Aesthetic => (1200, 64, 2e-3),
             Stage::Teacher => (TEACHER_STEPS, 64, 1e-3),
@@ -364,10 +364,13 @@ fn how_made(stage: Stage) -> &'static str {
         }
         Stage::Clip => {
             "A transformers `CLIPModel` (text and vision towers of width 64, 2 layers, 4 heads; 4 × 4 patches; \
-             projection 64) trained with the symmetric contrastive loss (captions equal within a batch count as \
-             positives) on (render, caption) pairs of the training split, half of the scenes followed by a twin \
-             that differs in one object's shape only (a hard negative: the shape is otherwise hardly needed to tell \
-             captions apart), 20 % of the renders mildly perturbed. \
+             projection 64), initialised as transformers' `CLIPModel` is (`_init_weights`: embeddings N(0, 0.02²), \
+             width- and depth-scaled attention and MLP weights, zero biases), trained with the symmetric contrastive \
+             loss (captions equal within a batch count as positives) on (render, caption) pairs of the training \
+             split, half of the scenes followed by a twin that differs in one object's shape only (a hard negative: \
+             the shape is otherwise hardly needed to tell captions apart), 20 % of the renders mildly perturbed, \
+             plus a training-only auxiliary loss: one linear head reads which shapes the caption names off both the \
+             image and the text embedding (binary cross-entropy, weight 1; not part of the exported model). \
              The tokenizer is byte-level BPE in OpenAI CLIP's layout whose merges make every grammar word one token \
              (`vocab.json`, `merges.txt`, length 20)."
         }

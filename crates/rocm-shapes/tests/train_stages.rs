@@ -79,6 +79,47 @@ fn the_clip_stage_trains() {
 }
 
 #[test]
+fn the_shape_loss_is_binary_cross_entropy_of_the_shapes_a_batch_holds() {
+    use burn::module::Param;
+    use burn::nn::LinearConfig;
+    let device = Device::flex();
+    let batch = clip::batch(&options(1, 16, 0.0), 0);
+    assert_eq!(batch.shapes.len(), 16);
+    for (caption, shapes) in batch.captions.iter().zip(&batch.shapes) {
+        for (s, &on) in rocm_shapes::world::SHAPES.iter().zip(shapes) {
+            assert_eq!(caption.contains(s.word()), on, "{caption}: {s:?}");
+        }
+    }
+    let img = Tensor::<2>::ones([16, 8], &device);
+    // Zero logits: ln 2 for every entry.
+    let mut head = LinearConfig::new(8, rocm_shapes::world::SHAPES.len()).init(&device);
+    head.weight = Param::from_tensor(Tensor::zeros([8, 4], &device));
+    head.bias = Some(Param::from_tensor(Tensor::zeros([4], &device)));
+    let l = clip::shape_loss(&head, img.clone(), &batch.shapes);
+    let at_zero = f64::from(l.into_scalar::<f32>());
+    assert!((at_zero - std::f64::consts::LN_2).abs() < 1e-6, "{at_zero}");
+    // Logits of ±6 that agree with one scene's shapes, for every scene of a batch of that scene:
+    // the loss is ln(1 + e⁻⁶); flipped, ln(1 + e⁶).
+    let one = vec![batch.shapes[0]; 16];
+    let signs: Vec<f32> = one[0]
+        .iter()
+        .map(|&on| if on { 6.0 } else { -6.0 })
+        .collect();
+    for (sign, want) in [
+        (1.0f32, (1.0 + (-6.0f64).exp()).ln()),
+        (-1.0, (1.0 + 6f64.exp()).ln()),
+    ] {
+        let bias: Vec<f32> = signs.iter().map(|v| v * sign).collect();
+        head.bias = Some(Param::from_tensor(Tensor::from_floats(
+            bias.as_slice(),
+            &device,
+        )));
+        let got = f64::from(clip::shape_loss(&head, img.clone(), &one).into_scalar::<f32>());
+        assert!((got - want).abs() < 1e-5, "{sign}: {got} against {want}");
+    }
+}
+
+#[test]
 fn shape_twins_differ_in_one_shape_only() {
     let mut rng = StageOptions {
         seed: 5,

@@ -12,6 +12,7 @@
 
 pub mod aesthetic;
 pub mod clip;
+pub mod clip_init;
 pub mod distill;
 pub mod latents;
 pub mod pref;
