@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo run --release --example quickstart [-- --out DIR] [--device flex] [--betas 0,1,3]
-//!     [--iterations 60] [--lr 1e-3] [--batch 8] [--steps 4] [--guidance 5] [--eval-every 10]
+//!     [--iterations 120] [--lr 5e-4] [--batch 8] [--steps 4] [--guidance 5] [--eval-every 10]
 //!     [--model DIR] [--reward-model DIR]
 //! ```
 //!
@@ -83,8 +83,8 @@ fn cli() -> Command {
             "The PickScore-style preference model folder",
         ))
         .arg(arg("betas", "0,1,3", "Comma-separated β values (KL)"))
-        .arg(arg("iterations", "60", "Training iterations per run"))
-        .arg(arg("lr", "1e-3", "AdamW learning rate"))
+        .arg(arg("iterations", "120", "Training iterations per run"))
+        .arg(arg("lr", "5e-4", "AdamW learning rate"))
         .arg(arg("batch", "8", "Prompts per iteration"))
         .arg(arg("steps", "4", "LCM steps K"))
         .arg(arg(

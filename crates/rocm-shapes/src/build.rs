@@ -142,7 +142,7 @@ impl BuildPlan {
             Stage::Vae => (2000, 16, 2e-3),
             Stage::Clip => (6000, 64, 1e-3),
             Stage::Pref => (2000, 32, 2e-4),
-            Stage::Aesthetic => (1200, 64, 2e-3),
+            Stage::Aesthetic => (7200, 64, 2e-3),
             Stage::Teacher => (TEACHER_STEPS, 64, 1e-3),
             Stage::Distill => (DISTILL_STEPS, 32, 1e-4),
         };
