@@ -68,7 +68,7 @@ pub struct ClipTrain {
     /// `ln(1 / temperature)`, `[1]`.
     pub logit_scale: Param<Tensor<1>>,
     /// `projection_dim → shapes`: logits of which shapes a caption names, read off the
-    /// L2-normalised image embedding ([`shape_loss`]); not part of the exported model.
+    /// L2-normalised image and text embeddings ([`stage_loss`]); not part of the exported model.
     pub shape_head: Option<Linear>,
 }
 
@@ -136,22 +136,22 @@ pub fn stage_loss(model: &ClipTrain, batch: &ClipBatch, ids: Tensor<2, Int>) -> 
     }
 }
 
-/// Binary cross-entropy of `head`'s logits on the image embeddings `img` (`[b, d]`) against
-/// which shapes each scene holds.
+/// Binary cross-entropy of `head`'s logits on embeddings `embeds` (`[b, d]`, image or text)
+/// against which shapes each scene holds, averaged over scenes and shapes.
 ///
 /// The contrastive loss alone leaves a small vision tower nearly blind to shape: colour is close
 /// to linear in the pixels and separates most captions of a batch, while shape has to be read off
-/// colour-mixed boundary patches. This auxiliary target makes the image embedding carry shape
+/// colour-mixed boundary patches. This auxiliary target makes the embeddings carry shape
 /// directly (measured in the crate README).
-pub fn shape_loss(head: &Linear, img: Tensor<2>, shapes: &[[bool; SHAPES.len()]]) -> Tensor<1> {
-    let device = img.device();
+pub fn shape_loss(head: &Linear, embeds: Tensor<2>, shapes: &[[bool; SHAPES.len()]]) -> Tensor<1> {
+    let device = embeds.device();
     let n = SHAPES.len();
     let targets: Vec<f32> = shapes
         .iter()
         .flat_map(|row| row.iter().map(|&on| f32::from(u8::from(on))))
         .collect();
     let y = Tensor::<2>::from_data(TensorData::new(targets, [shapes.len(), n]), &device);
-    let z = head.forward(img);
+    let z = head.forward(embeds);
     let per = y.clone() * log_sigmoid(z.clone()) + (y.neg() + 1.0) * log_sigmoid(z.neg());
     -per.mean().reshape([1])
 }
