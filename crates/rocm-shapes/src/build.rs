@@ -139,7 +139,7 @@ pub struct StageSummary {
 impl BuildPlan {
     fn options(&self, stage: Stage) -> StageOptions {
         let (steps, batch, lr) = match stage {
-            Stage::Vae => (2000, 16, 2e-3),
+            Stage::Vae => (6000, 16, 2e-3),
             Stage::Clip => (6000, 64, 1e-3),
             Stage::Pref => (2000, 32, 2e-4),
             Stage::Aesthetic => (7200, 64, 2e-3),
