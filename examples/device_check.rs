@@ -114,6 +114,29 @@ struct Row {
 }
 
 impl Row {
+    /// `x` against `reference`: `max |x − x_ref|` (infinite on a NaN or a length mismatch) and
+    /// `max |x_ref|`.
+    fn compare(name: String, x: &[f32], reference: &[f32], limit: Option<f64>) -> Self {
+        let (max_abs, max_ref) = if x.len() == reference.len() {
+            x.iter()
+                .zip(reference)
+                .fold((0.0f64, 0.0f64), |(d, m), (a, b)| {
+                    let diff = f64::from((a - b).abs());
+                    // NaN on either side fails the check.
+                    let diff = if diff.is_nan() { f64::INFINITY } else { diff };
+                    (d.max(diff), m.max(f64::from(b.abs())))
+                })
+        } else {
+            (f64::INFINITY, 0.0)
+        };
+        Self {
+            name,
+            max_abs,
+            max_ref,
+            limit,
+        }
+    }
+
     fn rel(&self) -> f64 {
         if self.max_ref > 0.0 {
             self.max_abs / self.max_ref
@@ -137,25 +160,8 @@ impl Report {
         reference: &[f32],
         limit: Option<f64>,
     ) {
-        let name = name.into();
-        let (max_abs, max_ref) = if x.len() == reference.len() {
-            x.iter()
-                .zip(reference)
-                .fold((0.0f64, 0.0f64), |(d, m), (a, b)| {
-                    let diff = f64::from((a - b).abs());
-                    // NaN on either side fails the check.
-                    let diff = if diff.is_nan() { f64::INFINITY } else { diff };
-                    (d.max(diff), m.max(f64::from(b.abs())))
-                })
-        } else {
-            (f64::INFINITY, 0.0)
-        };
-        self.rows.push(Row {
-            name,
-            max_abs,
-            max_ref,
-            limit,
-        });
+        self.rows
+            .push(Row::compare(name.into(), x, reference, limit));
     }
 
     fn scalar(&mut self, name: impl Into<String>, x: f64, reference: f64, limit: f64) {
@@ -296,9 +302,7 @@ fn iteration_check(
 
 /// The relative difference of `x` from `reference` (`max |Δ|` over `max |ref|`).
 fn relative(x: &[f32], reference: &[f32]) -> f64 {
-    let mut probe = Report::default();
-    probe.values("", x, reference, None);
-    probe.rows.first().map_or(f64::INFINITY, Row::rel)
+    Row::compare(String::new(), x, reference, None).rel()
 }
 
 /// Every float parameter of a module, flattened, in traversal order.

@@ -75,9 +75,10 @@ impl TransformersInit {
         let Some((leaf, parents)) = path.split_last() else {
             return Init::Keep;
         };
-        let tower = if path.first().is_some_and(|p| p == "vision_model")
-            || path.first().is_some_and(|p| p == "visual_projection")
-        {
+        let tower = if matches!(
+            path.first().map(String::as_str),
+            Some("vision_model" | "visual_projection")
+        ) {
             self.vision
         } else {
             self.text
@@ -157,11 +158,7 @@ mod tests {
             self.0.pop();
         }
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let v: Vec<f32> = param
-                .val()
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap_or_default();
+            let v = crate::train::host_values(param.val());
             let n = v.len() as f64;
             let mean = v.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
             let var = v
@@ -214,14 +211,7 @@ mod tests {
         let again = transformers_init(config.init(&device), &config, 3);
         let other = transformers_init(config.init(&device), &config, 4);
         let w = |m: &CLIPModel| {
-            m.text_model
-                .embeddings
-                .token_embedding
-                .weight
-                .val()
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap_or_default()
+            crate::train::host_values(m.text_model.embeddings.token_embedding.weight.val())
         };
         assert_eq!(w(&clip), w(&again));
         assert_ne!(w(&clip), w(&other));
