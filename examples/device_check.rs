@@ -15,17 +15,18 @@
 //! - the UNet's noise prediction at t = 999 and t = 499 (guidance embedding drawn too);
 //! - one ROCM iteration's loss, reward, per-step divergences and every adapter gradient
 //!   ([`RocmTrainer::iteration_gradients`]), with per-step checkpointing off and on;
-//! - one full [`RocmTrainer::train_iteration`] (AdamW step included): its loss and gradient norm,
-//!   and, reported but not judged, the adapters after the step (Adam's first step moves each
-//!   weight by about ±lr, so a gradient that is zero up to rounding can flip its sign: up to
-//!   2·lr apart).
+//! - one full [`RocmTrainer::train_iteration`] without checkpointing (AdamW step included): its
+//!   loss and gradient norm, and, reported but not judged, the adapters after the step (Adam's
+//!   first step moves each weight by about ±lr, so a gradient that is zero up to rounding can
+//!   flip its sign: up to 2·lr apart).
 //!
 //! Each judged difference has a limit: `--tolerance`, except the adapter gradients with per-step
 //! checkpointing. Those are sums whose terms cancel to about 1e-4 of their size, and flex's own
 //! per-step gradients differ from its plain ones by 2.5e-4 of their largest on `tiny` (the same
 //! gradient summed in another order; measured, docs/backends.md). A device cannot be held
 //! closer to flex than flex is to itself, so that row's limit is the larger of `--tolerance` and
-//! twice that spread (capped at 1e-2), measured in the same run (and printed).
+//! three times that spread (capped at 1e-2), measured in the same run (and printed). The full
+//! `train_iteration` runs without checkpointing, so its gradient norm is held to `--tolerance`.
 //!
 //! Exits with 0 when every judged relative difference is within its limit, 1 when one is not, 2
 //! on an error (the device cannot be opened, a bad argument). `--device flex` checks flex against
@@ -254,6 +255,12 @@ fn trainer_pair(
     ])
 }
 
+/// The per-step gradients' limit in units of flex's own spread. A third summation order sits
+/// anywhere around flex's two: wgpu measured 1.1–1.7 spreads from flex's per-step gradients over
+/// four runs, three with fresh autotuning (docs/backends.md), so 3 leaves room without hiding an
+/// error.
+const SPREAD_FACTOR: f64 = 3.0;
+
 /// The most the per-step gradients' limit may grow to from flex's own spread.
 const MAX_SPREAD_LIMIT: f64 = 1e-2;
 
@@ -325,7 +332,9 @@ fn step_check(
     tolerance: f64,
     report: &mut Report,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let [mut reference, mut candidate] = trainer_pair(config, true, flex, device)?;
+    // Plain mode: the per-step rows above already cover checkpointing, and the norm of plain
+    // gradients is held to `tolerance` without their cancellation.
+    let [mut reference, mut candidate] = trainer_pair(config, false, flex, device)?;
     let r = reference.train_iteration()?;
     let c = candidate.train_iteration()?;
     report.scalar("train_iteration loss", c.loss, r.loss, tolerance);
@@ -375,7 +384,7 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
         &device_per_step,
         &flex_per_step,
         // Capped: a spread that large (or infinite) would be a flex bug, not rounding.
-        Some(tol.max((2.0 * spread).min(MAX_SPREAD_LIMIT))),
+        Some(tol.max((SPREAD_FACTOR * spread).min(MAX_SPREAD_LIMIT))),
     );
     step_check(args.config, &flex, &device, tol, &mut report)?;
     let seconds = start.elapsed().as_secs_f64();

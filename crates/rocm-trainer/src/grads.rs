@@ -47,21 +47,24 @@ pub fn flat_gradients<M: Module>(module: &M, grads: &GradientsParams) -> Vec<Ten
     v.out
 }
 
-/// The global L2 norm `√(Σ_p ‖g_p‖²)` over every gradient of `module`'s parameters, summed on
-/// the host in f64 in traversal order (bitwise reproducible). Each `‖g_p‖` is computed as
-/// `m ‖g_p / m‖` with `m = max |g_p|`, so huge but finite gradients do not overflow f32.
-/// NaN or infinite if any gradient is.
+/// The global L2 norm `√(Σ_p ‖g_p‖²)` over every gradient of `module`'s parameters.
+///
+/// The gradients are concatenated on their device and read to the host once (one
+/// synchronisation, however many parameters), where the squares are summed in f64 in traversal
+/// order. The norm is therefore bitwise reproducible, cannot overflow for finite f32 gradients,
+/// and does not depend on a device's reduction kernels: the clipping and the logged norm are the
+/// same numbers on every backend that computed the same gradients. Reading is cheap for what the
+/// trainer trains (LoRA adapters: about 13 MB of f32 for rank 16 on Stable Diffusion's UNet).
+/// NaN or infinite if any gradient is; 0 when there are none.
 pub fn global_norm<M: Module>(module: &M, grads: &GradientsParams) -> f64 {
-    flat_gradients(module, grads)
-        .into_iter()
-        .map(|g| {
-            let m = g.clone().abs().max().into_scalar::<f32>();
-            if m == 0.0 || !m.is_finite() {
-                return f64::from(m); // 0, or the NaN/∞ that poisons the sum
-            }
-            let scaled = f64::from(g.div_scalar(m).square().sum().into_scalar::<f32>());
-            f64::from(m).powi(2) * scaled
-        })
+    let flat = flat_gradients(module, grads);
+    if flat.is_empty() {
+        return 0.0;
+    }
+    Tensor::cat(flat, 0)
+        .into_data()
+        .iter::<f64>()
+        .map(|g| g * g)
         .sum::<f64>()
         .sqrt()
 }
@@ -117,5 +120,28 @@ mod tests {
         // Below the threshold nothing changes.
         let reported = clip_global_norm(&lin, &mut grads, 10.0);
         assert!((reported - 1.0).abs() < 1e-5 && (global_norm(&lin, &grads) - 1.0).abs() < 1e-5);
+    }
+
+    /// Gradients `scale · [[1, −2, 3], [1, −2, 3]]` (weight) and `scale · [1, 1]` (bias).
+    fn scaled_grads(scale: f32) -> (Linear, GradientsParams) {
+        let device = Device::flex().autodiff();
+        let lin: Linear = LinearConfig::new(3, 2).init(&device);
+        let x = Tensor::<2>::from_floats([[1.0, -2.0, 3.0]], &device);
+        let grads = GradientsParams::from_grads((lin.forward(x).sum() * scale).backward(), &lin);
+        (lin, grads)
+    }
+
+    #[test]
+    fn the_norm_neither_overflows_nor_hides_a_nan() {
+        // Squares of 3e30 overflow f32; the sum of squares is 30 · scale².
+        let (lin, grads) = scaled_grads(1e30);
+        let norm = global_norm(&lin, &grads);
+        let expected = 30f64.sqrt() * f64::from(1e30f32);
+        assert!((norm / expected - 1.0).abs() < 1e-6, "{norm} vs {expected}");
+        let (lin, grads) = scaled_grads(f32::NAN);
+        assert!(global_norm(&lin, &grads).is_nan());
+        let (lin, grads) = scaled_grads(f32::INFINITY);
+        assert_eq!(global_norm(&lin, &grads), f64::INFINITY);
+        assert_eq!(global_norm(&lin, &GradientsParams::new()), 0.0);
     }
 }
