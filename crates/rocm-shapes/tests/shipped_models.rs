@@ -90,7 +90,7 @@ fn the_vae_loads_and_reconstructs_renders() {
 /// The VAE ceiling the README reports (`examples/vae_ceiling.rs`): large single objects come back
 /// with their colour and shape, small crosses do not.
 #[test]
-fn vae_reconstructions_keep_large_shapes_and_lose_small_crosses() {
+fn vae_reconstructions_keep_large_shapes_and_most_small_ones() {
     use rocm_shapes::evaluate::{colour_and_shape_right, reconstructions};
     use rocm_shapes::world::{Shape, Size};
     let device = Device::flex();
@@ -121,11 +121,20 @@ fn vae_reconstructions_keep_large_shapes_and_lose_small_crosses() {
     let large = pick(Size::Large, false);
     assert_eq!(large.len(), 8);
     assert_eq!(right(&large), 8, "large objects should survive the VAE");
+    // The 6,000-step VAE keeps small shapes (README: small circles and triangles 100 %, squares
+    // 90 %, crosses 62 % on 600 scenes; measured here 8 / 8 and 5 / 8). The first, 2,000-step VAE
+    // lost nearly every small cross (1.4 %), and this test failed on it.
+    let small_others = pick(Size::Small, false);
+    assert_eq!(small_others.len(), 8);
+    assert!(
+        right(&small_others) >= 7,
+        "small circles, squares and triangles should survive"
+    );
     let small_crosses = pick(Size::Small, true);
     assert!(small_crosses.len() >= 4);
     assert!(
-        right(&small_crosses) <= 1,
-        "small crosses are expected to blur"
+        right(&small_crosses) * 4 > small_crosses.len(),
+        "more than a quarter of the small crosses should survive"
     );
 }
 
