@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::prelude::*;
-use rocm_models::AutoencoderKL;
 use rocm_models::clip::CLIPModel;
 use rocm_models::tokenizer::CLIPTokenizer;
+use rocm_models::{AutoencoderKL, LcmPipeline};
 use rocm_rewards::{Aesthetic, ClipBackbone, PickScore, RewardModel};
 
 mod diffusion;
@@ -59,15 +59,23 @@ pub enum Stage {
     Distill,
 }
 
-/// Every stage, in build order.
+/// Every stage, in build order: the preference model comes after the LCM, whose samples it is
+/// also trained on (a stage's seed depends on the stage, not on this order).
 pub const STAGES: [Stage; 6] = [
     Stage::Vae,
     Stage::Clip,
-    Stage::Pref,
-    Stage::Aesthetic,
     Stage::Teacher,
     Stage::Distill,
+    Stage::Pref,
+    Stage::Aesthetic,
 ];
+
+/// LCM samples per prompt in the preference stage's pools, and the sampling (4 steps, g = 5).
+const POOL_SEEDS: usize = 4;
+/// Training prompts of the preference stage's LCM sample pool (at `--scale 1`).
+const POOL_TRAIN_PROMPTS: usize = 1024;
+/// Held-out (test-split) prompts of its evaluation pool (at `--scale 1`).
+const POOL_TEST_PROMPTS: usize = 256;
 
 impl Stage {
     /// The stage's name and output folder.
@@ -244,7 +252,38 @@ impl BuildPlan {
                 let config =
                     rocm_models::clip::CLIPConfig::from_file(clip_dir.join("config.json"))?;
                 let tokenizer = CLIPTokenizer::from_dir(&clip_dir)?;
-                let model = pref::train(init, &tokenizer, &options, &work, device, &mut report)?;
+                // The LCM's samples, when it has been built: training prompts for the pairs,
+                // test prompts for the held-out agreement on samples.
+                let lcm_dir = self.dir(Stage::Distill);
+                let lcm = if lcm_dir.join("model_index.json").is_file() {
+                    Some(LcmPipeline::from_folder(&lcm_dir, device)?)
+                } else {
+                    None
+                };
+                let pool = |split: Split, prompts: usize, seed: u64| {
+                    lcm.as_ref()
+                        .map(|p| {
+                            pref::SamplePool::sample(
+                                p,
+                                split,
+                                self.eval_count(prompts),
+                                POOL_SEEDS,
+                                (LCM_EVAL.0[0], LCM_EVAL.1),
+                                seed,
+                            )
+                        })
+                        .transpose()
+                };
+                let train_pool = pool(Split::Train, POOL_TRAIN_PROMPTS, options.seed)?;
+                let model = pref::train(
+                    init,
+                    &tokenizer,
+                    train_pool.as_ref(),
+                    &options,
+                    &work,
+                    device,
+                    &mut report,
+                )?;
                 clip::export(&model, &config, &bpe, &dir)?;
                 let shipped = PickScore::from_pretrained(&path_str(&dir)?, device)?;
                 let base = PickScore::from_pretrained(&path_str(&clip_dir)?, device)?;
@@ -254,7 +293,7 @@ impl BuildPlan {
                 }
                 .rng(0);
                 let held_out = pref::pairs(&mut rng, Split::Test, self.eval_count(1000));
-                let metrics = vec![
+                let mut metrics = vec![
                     (
                         "agreement_with_h_test".into(),
                         pref::agreement(&shipped, &held_out, device),
@@ -264,6 +303,17 @@ impl BuildPlan {
                         pref::agreement(&base, &held_out, device),
                     ),
                 ];
+                if let Some(test_pool) = pool(Split::Test, POOL_TEST_PROMPTS, 77)? {
+                    let held_out = pref::sample_pairs(&mut rng, &test_pool, self.eval_count(1000));
+                    metrics.push((
+                        "agreement_with_h_lcm_samples_test".into(),
+                        pref::agreement(&shipped, &held_out, device),
+                    ));
+                    metrics.push((
+                        "agreement_of_untuned_clip_lcm_samples_test".into(),
+                        pref::agreement(&base, &held_out, device),
+                    ));
+                }
                 (metrics, vec![dir.join("model.safetensors")])
             }
             Stage::Aesthetic => {
@@ -377,8 +427,9 @@ fn how_made(stage: Stage) -> &'static str {
         Stage::Pref => {
             "The world CLIP (`../clip`) fine-tuned as a PickScore-style preference model: score \
              `exp(logit_scale) · cos(image, prompt)`, Bradley–Terry loss on pairs of renders of one training scene \
-             (each clean or with up to two random perturbations), labelled A ≻ B with probability \
-             `σ((h_A − h_B) / 0.05)` by the hidden preference h of `rocm_shapes::hidden`."
+             (each clean or with up to two random perturbations) and, for half the pairs when `../shapes-lcm` exists, \
+             on pairs of two of the LCM's samples of one training prompt (4 seeds of 1,024 prompts, 4 steps, g = 5), \
+             labelled A ≻ B with probability `σ((h_A − h_B) / 0.05)` by the hidden preference h of `rocm_shapes::hidden`."
         }
         Stage::Aesthetic => {
             "A LAION-format aesthetic head (`AestheticHead`: five Linear layers without activations, keys \

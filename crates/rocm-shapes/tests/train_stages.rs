@@ -154,7 +154,7 @@ fn the_preference_stage_trains() {
     // The stage itself: fresh noisy-labelled pairs every step, so only finiteness is checked.
     let (_, init) = tiny_clip(&bpe, &ad);
     let l = losses(|f| {
-        pref::train(init, &tok, &options(6, 8, 3e-3), &dir, &device, f).unwrap();
+        pref::train(init, &tok, None, &options(6, 8, 3e-3), &dir, &device, f).unwrap();
     });
     assert!(l.len() == 6 && l.iter().all(|v| v.is_finite()), "{l:?}");
     // Its loss and optimiser on one fixed batch of pairs: the loss falls.

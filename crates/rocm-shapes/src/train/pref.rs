@@ -4,8 +4,10 @@
 //! exported folder loads as [`rocm_rewards::PickScore`].
 //!
 //! A pair is two renders of a training scene, each clean (30 %) or with up to two random
-//! perturbations of any kind; its label is `A ≻ B` with probability `σ((h_A − h_B) / τ)`,
-//! [`LABEL_TEMPERATURE`] `τ`.
+//! perturbations of any kind, or, when a [`SamplePool`] of the world LCM's samples is given, with
+//! probability [`MODEL_SAMPLE_FRACTION`] two samples of one training prompt (the images a reward
+//! model has to judge during fine-tuning). Its label is `A ≻ B` with probability
+//! `σ((h_A − h_B) / τ)`, [`LABEL_TEMPERATURE`] `τ`.
 
 use std::path::Path;
 
@@ -19,9 +21,11 @@ use rocm_rewards::RewardModel;
 use super::clip::{ClipTrain, checkpoint, resume};
 use super::{OnStep, StageOptions, StepReport, Trainer, random_render, random_scene};
 use crate::Error;
+use crate::evaluate::lcm_samples;
 use crate::hidden::h;
 use crate::render::Image;
 use crate::world::Split;
+use rocm_models::LcmPipeline;
 
 /// `τ` of the label noise: `P(A ≻ B) = σ((h_A − h_B) / τ)`.
 pub const LABEL_TEMPERATURE: f32 = 0.05;
@@ -41,25 +45,114 @@ pub struct Pair {
     pub a_wins: bool,
 }
 
-/// `n` pairs of `split` drawn from `rng` (labels sampled with logistic noise).
+/// The share of a batch's pairs drawn from the [`SamplePool`] when there is one.
+pub const MODEL_SAMPLE_FRACTION: f64 = 0.5;
+
+/// Samples of a model for a set of prompts: `images[i]` holds `prompts[i]`'s samples, one per
+/// seed, so any two of them make a pair.
+#[derive(Debug, Clone, Default)]
+pub struct SamplePool {
+    /// The prompts (captions of one split's scenes).
+    pub prompts: Vec<String>,
+    /// Each prompt's samples (at least two).
+    pub images: Vec<Vec<Image>>,
+}
+
+impl SamplePool {
+    /// Samples of the first `n` scenes' captions of `split` from `pipeline`, `seeds` samples
+    /// each: `steps` LCM steps at guidance scale `guidance`, seeded `seed`, `seed + 1000`, ….
+    pub fn sample(
+        pipeline: &LcmPipeline,
+        split: Split,
+        n: usize,
+        seeds: usize,
+        (steps, guidance): (usize, f32),
+        seed: u64,
+    ) -> Result<Self, Error> {
+        let prompts: Vec<String> = split.scenes(0, n).into_iter().map(|s| s.caption).collect();
+        let mut images = vec![Vec::with_capacity(seeds); prompts.len()];
+        for k in 0..seeds {
+            let seed = seed + 1000 * k as u64;
+            let samples = lcm_samples(pipeline, &prompts, steps, guidance, seed)?;
+            for (slot, image) in images.iter_mut().zip(samples) {
+                slot.push(image);
+            }
+        }
+        Ok(Self { prompts, images })
+    }
+
+    /// Whether the pool has nothing to pair.
+    pub fn is_empty(&self) -> bool {
+        self.prompts.is_empty() || self.images.iter().all(|v| v.len() < 2)
+    }
+}
+
+/// A pair labelled by `h` with logistic noise.
+fn labelled(rng: &mut rand::rngs::ChaCha8Rng, prompt: String, a: Image, b: Image) -> Pair {
+    let h_diff = h(&a, &prompt) - h(&b, &prompt);
+    let p = 1.0 / (1.0 + (-h_diff / LABEL_TEMPERATURE).exp());
+    let a_wins = rng.random_bool(f64::from(p));
+    Pair {
+        prompt,
+        a,
+        b,
+        h_diff,
+        a_wins,
+    }
+}
+
+/// Two different samples of one random prompt of `pool` (which must not be empty).
+fn pool_pair(rng: &mut rand::rngs::ChaCha8Rng, pool: &SamplePool) -> Pair {
+    loop {
+        let i = rng.random_range(0..pool.prompts.len());
+        let samples = &pool.images[i];
+        if samples.len() < 2 {
+            continue;
+        }
+        let a = rng.random_range(0..samples.len());
+        let b = (a + rng.random_range(1..samples.len())) % samples.len();
+        return labelled(
+            rng,
+            pool.prompts[i].clone(),
+            samples[a].clone(),
+            samples[b].clone(),
+        );
+    }
+}
+
+/// `n` pairs of renders of `split` drawn from `rng` (labels sampled with logistic noise).
 pub fn pairs(rng: &mut rand::rngs::ChaCha8Rng, split: Split, n: usize) -> Vec<Pair> {
+    mixed_pairs(rng, split, None, n)
+}
+
+/// `n` pairs of `split`: each, with probability [`MODEL_SAMPLE_FRACTION`] when `pool` is given
+/// and not empty, two samples of one pool prompt, else two renders of one scene.
+pub fn mixed_pairs(
+    rng: &mut rand::rngs::ChaCha8Rng,
+    split: Split,
+    pool: Option<&SamplePool>,
+    n: usize,
+) -> Vec<Pair> {
+    let pool = pool.filter(|p| !p.is_empty());
     (0..n)
-        .map(|_| {
-            let scene = random_scene(rng, split);
-            let a = random_render(rng, &scene, 0.3, true);
-            let b = random_render(rng, &scene, 0.3, true);
-            let h_diff = h(&a, &scene.caption) - h(&b, &scene.caption);
-            let p = 1.0 / (1.0 + (-h_diff / LABEL_TEMPERATURE).exp());
-            let a_wins = rng.random_bool(f64::from(p));
-            Pair {
-                prompt: scene.caption,
-                a,
-                b,
-                h_diff,
-                a_wins,
+        .map(|_| match pool {
+            Some(pool) if rng.random_bool(MODEL_SAMPLE_FRACTION) => pool_pair(rng, pool),
+            _ => {
+                let scene = random_scene(rng, split);
+                let a = random_render(rng, &scene, 0.3, true);
+                let b = random_render(rng, &scene, 0.3, true);
+                labelled(rng, scene.caption, a, b)
             }
         })
         .collect()
+}
+
+/// `n` pairs of samples of `pool` only (for evaluation on a held-out pool).
+pub fn sample_pairs(rng: &mut rand::rngs::ChaCha8Rng, pool: &SamplePool, n: usize) -> Vec<Pair> {
+    if pool.is_empty() {
+        return Vec::new();
+    }
+    (0..n).map(|_| pool_pair(rng, pool)).collect()
 }
 
 /// The Bradley–Terry loss of a batch of pairs: `−log σ(±(s_a − s_b))`, `s = exp(logit_scale) · cos`.
@@ -85,10 +178,12 @@ pub fn bradley_terry_loss(model: &ClipTrain, pairs: &[Pair], ids: Tensor<2, Int>
     -log_sigmoid((a - b) * model.scale() * sign).mean()
 }
 
-/// Fine-tunes (or resumes) the preference model from the world CLIP `init`.
+/// Fine-tunes (or resumes) the preference model from the world CLIP `init`, on pairs of renders
+/// and, when `pool` is given, of its samples ([`mixed_pairs`]).
 pub fn train(
     init: CLIPModel,
     tokenizer: &CLIPTokenizer,
+    pool: Option<&SamplePool>,
     options: &StageOptions,
     work: &Path,
     device: &Device,
@@ -106,7 +201,7 @@ pub fn train(
         Trainer::new(model)
     };
     for k in start..options.steps {
-        let batch = pairs(&mut options.rng(k), Split::Train, options.batch);
+        let batch = mixed_pairs(&mut options.rng(k), Split::Train, pool, options.batch);
         let prompts: Vec<&str> = batch.iter().map(|p| p.prompt.as_str()).collect();
         let ids = tokenizer.encode_to_tensor(&prompts, &device)?;
         let l = bradley_terry_loss(&trainer.model, &batch, ids);
@@ -140,4 +235,88 @@ pub fn agreement(reward: &dyn RewardModel, pairs: &[Pair], device: &Device) -> f
         }
     }
     agree as f64 / counted.max(1) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand::rngs::ChaCha8Rng;
+
+    use super::*;
+    use crate::render::{Perturbation, render_perturbed};
+
+    /// A pool of renders standing in for model samples: 8 prompts × 3 images, noised at three
+    /// different strengths (so no two are equal).
+    fn pool() -> SamplePool {
+        let scenes = Split::Train.scenes(100, 8);
+        SamplePool {
+            prompts: scenes.iter().map(|s| s.caption.clone()).collect(),
+            images: scenes
+                .iter()
+                .map(|s| {
+                    [0.2, 0.5, 0.8]
+                        .map(|x| render_perturbed(s, &[(Perturbation::Noise, x)], 1))
+                        .to_vec()
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn without_a_pool_the_pairs_are_the_render_pairs() {
+        let plain = pairs(&mut ChaCha8Rng::seed_from_u64(1), Split::Train, 16);
+        let mixed = mixed_pairs(&mut ChaCha8Rng::seed_from_u64(1), Split::Train, None, 16);
+        let empty = SamplePool::default();
+        let with_empty = mixed_pairs(
+            &mut ChaCha8Rng::seed_from_u64(1),
+            Split::Train,
+            Some(&empty),
+            16,
+        );
+        for other in [&mixed, &with_empty] {
+            for (p, q) in plain.iter().zip(other.iter()) {
+                assert_eq!(
+                    (&p.prompt, p.h_diff, p.a_wins),
+                    (&q.prompt, q.h_diff, q.a_wins)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn about_half_the_pairs_are_two_different_samples_of_one_pool_prompt() {
+        let pool = pool();
+        let batch = mixed_pairs(
+            &mut ChaCha8Rng::seed_from_u64(2),
+            Split::Train,
+            Some(&pool),
+            400,
+        );
+        let mut from_pool = 0;
+        for p in &batch {
+            // A pool pair's images are pool samples of its prompt (a render of a random scene
+            // may share a pool prompt's caption, never its perturbed pixels).
+            let Some(i) = pool.prompts.iter().position(|q| *q == p.prompt) else {
+                continue;
+            };
+            let index = |x: &Image| pool.images[i].iter().position(|y| y.pixels == x.pixels);
+            let (Some(a), Some(b)) = (index(&p.a), index(&p.b)) else {
+                continue;
+            };
+            from_pool += 1;
+            assert_ne!(a, b, "a pair of one sample with itself");
+            let h_diff = h(&p.a, &p.prompt) - h(&p.b, &p.prompt);
+            assert_eq!(p.h_diff, h_diff);
+        }
+        assert!(
+            (150..=250).contains(&from_pool),
+            "{from_pool} of 400 from the pool"
+        );
+        let held_out = sample_pairs(&mut ChaCha8Rng::seed_from_u64(3), &pool, 50);
+        assert_eq!(held_out.len(), 50);
+        assert!(held_out.iter().all(|p| pool.prompts.contains(&p.prompt)));
+        assert!(
+            sample_pairs(&mut ChaCha8Rng::seed_from_u64(3), &SamplePool::default(), 5).is_empty()
+        );
+    }
 }
