@@ -307,11 +307,6 @@ fn iteration_check(
     ))
 }
 
-/// The relative difference of `x` from `reference` (`max |Δ|` over `max |ref|`).
-fn relative(x: &[f32], reference: &[f32]) -> f64 {
-    Row::compare(String::new(), x, reference, None).rel()
-}
-
 /// Every float parameter of a module, flattened, in traversal order.
 fn weights<M: Module>(module: &M) -> Vec<f32> {
     struct Collect(Vec<f32>);
@@ -372,13 +367,14 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
     let (flex_per_step, device_per_step) =
         iteration_check(args.config, true, &flex, &device, tol, &mut report)?;
     // flex against itself: what rounding alone puts between the two modes' gradients.
-    let spread = relative(&flex_per_step, &flex_plain);
-    report.values(
-        "flex itself: per-step against plain gradients",
+    let flex_itself = Row::compare(
+        "flex itself: per-step against plain gradients".into(),
         &flex_per_step,
         &flex_plain,
         None,
     );
+    let spread = flex_itself.rel();
+    report.rows.push(flex_itself);
     report.values(
         "adapter gradients (per step)",
         &device_per_step,

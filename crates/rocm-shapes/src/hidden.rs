@@ -358,7 +358,8 @@ fn describe(
     }
 }
 
-fn logistic(x: f32) -> f32 {
+/// The logistic function `1 / (1 + e^−x)`.
+pub(crate) fn logistic(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 

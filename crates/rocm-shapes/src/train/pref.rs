@@ -14,6 +14,7 @@ use std::path::Path;
 use burn::prelude::*;
 use burn::tensor::activation::log_sigmoid;
 use rand::RngExt;
+use rocm_models::LcmPipeline;
 use rocm_models::clip::CLIPModel;
 use rocm_models::tokenizer::CLIPTokenizer;
 use rocm_rewards::RewardModel;
@@ -22,10 +23,9 @@ use super::clip::{ClipTrain, checkpoint, resume};
 use super::{OnStep, StageOptions, StepReport, Trainer, random_render, random_scene};
 use crate::Error;
 use crate::evaluate::lcm_samples;
-use crate::hidden::h;
+use crate::hidden::{h, logistic};
 use crate::render::Image;
 use crate::world::Split;
-use rocm_models::LcmPipeline;
 
 /// `τ` of the label noise: `P(A ≻ B) = σ((h_A − h_B) / τ)`.
 pub const LABEL_TEMPERATURE: f32 = 0.05;
@@ -90,7 +90,7 @@ impl SamplePool {
 /// A pair labelled by `h` with logistic noise.
 fn labelled(rng: &mut rand::rngs::ChaCha8Rng, prompt: String, a: Image, b: Image) -> Pair {
     let h_diff = h(&a, &prompt) - h(&b, &prompt);
-    let p = 1.0 / (1.0 + (-h_diff / LABEL_TEMPERATURE).exp());
+    let p = logistic(h_diff / LABEL_TEMPERATURE);
     let a_wins = rng.random_bool(f64::from(p));
     Pair {
         prompt,
