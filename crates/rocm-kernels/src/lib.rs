@@ -15,9 +15,8 @@
 //!   (`cpu::conv3x3`) over column panels packed straight from the input, reading the weight
 //!   where it lies, instead of burn-flex's per-call weight re-layout, NHWC copy and zeroed
 //!   tiles; its input gradient is the same kernel reading the flipped weight in place, and its
-//!   weight gradient (only when the weight is tracked, on maps of at most
-//!   [`CONV3X3_MAX_PIXELS`] pixels) one GEMM against the im2col matrix. A frozen weight takes it
-//!   on maps of any size (the reward's VAE decoder);
+//!   weight gradient (only when the weight is tracked) GEMMs against the im2col matrices of
+//!   chunks of images of at most [`CONV3X3_COLUMN_FLOATS`] floats;
 //! - [`geglu`]: `h · gelu(g)` over the halves of the last axis with a vectorised `erf`, one pass
 //!   forward and one backward, instead of burn-flex's scalar libm `erf` and five composed ops;
 //! - [`attention`]: `softmax(q kᵀ/√d) v` one (batch, head) per task and one query row at a time,
@@ -48,11 +47,11 @@ use burn::nn::GroupNorm;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Tensor};
 
-/// Largest `h · w` the fused 3×3 convolution takes when its weight is tracked by autodiff: its
-/// weight gradient is one GEMM over the whole im2col matrix (`channels · 9 · h · w` floats per
-/// image), so larger maps with a trained weight keep burn-flex's kernel. A frozen weight (the
-/// LoRA-trained UNet's, the reward's VAE) takes the fused kernel on maps of any size.
-pub const CONV3X3_MAX_PIXELS: usize = 16 * 16;
+/// The most im2col floats the fused 3×3 convolution's weight gradient builds at once (64 MiB):
+/// `dW = Σ_images dy · colsᵀ` takes a batch's images in chunks whose column matrices
+/// (`channels · 9 · h · w` floats per image) stay within it, one image per chunk at least. The
+/// input gradient and a frozen weight need no columns.
+pub const CONV3X3_COLUMN_FLOATS: usize = 16 << 20;
 
 /// Whether `x` takes this crate's Flex kernel: fused mode, `f32`, on Flex (with or without
 /// autodiff), and the `flex` feature compiled in.
@@ -91,8 +90,8 @@ pub fn group_norm_silu<const D: usize>(module: &GroupNorm, x: Tensor<D>) -> Tens
 /// `burn::tensor::module::conv2d`, with 3×3 / stride 1 / padding 1 / one group taken by the
 /// fused kernel (a register-blocked GEMM over column panels packed straight from the input; the
 /// input gradient is the same kernel reading the flipped weight in place, and the weight
-/// gradient is computed only when the weight is tracked, on maps of at most
-/// [`CONV3X3_MAX_PIXELS`] pixels).
+/// gradient, computed only when the weight is tracked, GEMMs over the im2col columns of chunks
+/// of images of at most [`CONV3X3_COLUMN_FLOATS`] floats).
 pub fn conv2d(
     x: Tensor<4>,
     weight: Tensor<4>,
@@ -161,7 +160,6 @@ pub fn takes_conv3x3(x: &Tensor<4>, weight: &Tensor<4>, options: &ConvOptions<2>
         && options.padding == [(1, 1), (1, 1)]
         && options.dilation == [1, 1]
         && options.groups == 1
-        && (h * w <= CONV3X3_MAX_PIXELS || !weight.is_tracked())
         && h * w > 0
 }
 

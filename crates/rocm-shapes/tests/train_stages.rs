@@ -13,7 +13,7 @@ use rocm_shapes::tokenizer::WorldBpe;
 use rocm_shapes::train::{StageOptions, Trainer, aesthetic, clip, distill, pref, teacher, vae};
 
 mod common;
-use common::{losses, options, scratch};
+use common::{losses, options, scratch, tiny_cache, tiny_clip, tiny_unet_config, tokenizer};
 
 /// Every loss finite, and the mean of the last quarter below the mean of the first quarter.
 fn assert_falls(stage: &str, l: &[f32]) {
@@ -25,17 +25,6 @@ fn assert_falls(stage: &str, l: &[f32]) {
         last < first,
         "{stage}: loss did not fall ({first} → {last}): {l:?}"
     );
-}
-
-fn tiny_clip(bpe: &WorldBpe, device: &Device) -> (rocm_models::clip::CLIPConfig, CLIPModel) {
-    let config = clip::world_clip_config(bpe, 16, 1);
-    let model = config.init(device);
-    (config, model)
-}
-
-fn tokenizer(dir: &Path) -> CLIPTokenizer {
-    WorldBpe::learn().write(dir).unwrap();
-    CLIPTokenizer::from_dir(dir).unwrap()
 }
 
 #[test]
@@ -252,30 +241,6 @@ fn a_stage_initialises_from_its_seed() {
     let a = weights(5, "seed-a");
     assert_eq!(a, weights(5, "seed-b"));
     assert_ne!(a, weights(6, "seed-c"));
-}
-
-/// A latent cache of 32 training scenes from a random tiny VAE and text tower (the diffusion
-/// stages' data path), with the tokenizer written to `dir`.
-fn tiny_cache(dir: &Path, device: &Device) -> rocm_shapes::train::latents::LatentCache {
-    let bpe = WorldBpe::learn();
-    let tok = tokenizer(dir);
-    let (config, _) = tiny_clip(&bpe, device);
-    let text = rocm_models::TextEncoder::new(tok, config.text_config.init(device), device);
-    let vae = vae::tiny_vae_config().init(device);
-    rocm_shapes::train::latents::LatentCache::build(
-        &vae,
-        &text,
-        rocm_shapes::Split::Train,
-        0,
-        32,
-        device,
-    )
-    .unwrap()
-}
-
-fn tiny_unet_config() -> rocm_models::UNet2DConditionModelConfig {
-    // The tiny CLIP's text width is 16; the tiny VAE's latents are 4 × 16 × 16.
-    teacher::tiny_unet_config(16).with_sample_size(16)
 }
 
 #[test]

@@ -45,16 +45,51 @@ fn dims4(t: &FlexTensor) -> [usize; 4] {
     [s[0], s[1], s[2], s[3]]
 }
 
-/// The column buffers of every image of `x`: `[batch, channels · 9, h · w]`.
-fn columns(x: &FlexTensor) -> FlexTensor {
-    let [b, c, h, w] = dims4(x);
+/// The column buffers of images `first..first + n` of `x`: `[n, channels · 9, h · w]`.
+fn columns(x: &FlexTensor, first: usize, n: usize) -> FlexTensor {
+    let [_, c, h, w] = dims4(x);
     let xs = slice(x);
     let image = c * h * w;
-    let mut cols = vec![0.0f32; b * c * 9 * h * w];
-    for (i, dst) in cols.chunks_mut((c * 9 * h * w).max(1)).enumerate().take(b) {
-        cpu::im2col::im2col(&xs[i * image..(i + 1) * image], c, h, w, dst);
+    let mut cols = vec![0.0f32; n * c * 9 * h * w];
+    for (i, dst) in cols.chunks_mut((c * 9 * h * w).max(1)).enumerate().take(n) {
+        let src = (first + i) * image;
+        cpu::im2col::im2col(&xs[src..src + image], c, h, w, dst);
     }
-    tensor(cols, Shape::new([b, c * 9, h * w]))
+    tensor(cols, Shape::new([n, c * 9, h * w]))
+}
+
+/// The weight gradient of a 3×3 convolution, `Σ_images dy · colsᵀ` (`[out, channels, 3, 3]`),
+/// from the contiguous input `x` and output gradient `grad`, taking the images in chunks whose
+/// im2col columns hold at most `chunk_floats` floats (at least one image per chunk).
+fn weight_gradient(x: &FlexTensor, grad: &FlexTensor, chunk_floats: usize) -> FlexTensor {
+    let [b, c, h, w] = dims4(x);
+    let out = dims4(grad)[1];
+    let per_image = (c * 9 * h * w).max(1);
+    let chunk = (chunk_floats / per_image).clamp(1, b.max(1));
+    let gs = slice(grad);
+    let mut total: Option<FlexTensor> = None;
+    for first in (0..b).step_by(chunk) {
+        let n = chunk.min(b - first);
+        let rows = out * h * w;
+        let dy = tensor(
+            gs[first * rows..(first + n) * rows].to_vec(),
+            Shape::new([n, out, h * w]),
+        );
+        let part = Flex::float_matmul(dy, columns(x, first, n).transpose(1, 2));
+        let part = if n > 1 {
+            Flex::float_sum_dim(part, 0)
+        } else {
+            part
+        };
+        total = Some(match total {
+            Some(t) => Flex::float_add(t, part),
+            None => part,
+        });
+    }
+    match total {
+        Some(t) => values(&t).reshape(Shape::new([out, c, 3, 3])),
+        None => tensor(vec![0.0; out * c * 9], Shape::new([out, c, 3, 3])),
+    }
 }
 
 fn group_norm_shape(shape: &Shape, groups: usize, epsilon: f64, silu: bool) -> GroupNormShape {
@@ -224,16 +259,8 @@ impl FusedBackward for Flex {
         } else {
             tensor(vec![0.0; b * c * h * w], Shape::new([b, c, h, w]))
         };
-        let grad = grad.reshape(Shape::new([b, out, h * w]));
         let dw = if weight_grad {
-            // dW = Σ_batch dy · colsᵀ.
-            let per_image = Flex::float_matmul(grad, columns(&x).transpose(1, 2));
-            let summed = if b > 1 {
-                Flex::float_sum_dim(per_image, 0)
-            } else {
-                per_image
-            };
-            values(&summed).reshape(Shape::new([out, c, 3, 3]))
+            weight_gradient(&x, &grad, crate::CONV3X3_COLUMN_FLOATS)
         } else {
             tensor(vec![0.0; out * c * 9], Shape::new([out, c, 3, 3]))
         };
@@ -264,5 +291,51 @@ impl FusedBackward for Flex {
             tensor(dk, shape_of(&k)),
             tensor(dv, shape_of(&v)),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ramp(n: usize, seed: f32) -> Vec<f32> {
+        (0..n).map(|i| ((i as f32 * 0.37 + seed).sin())).collect()
+    }
+
+    #[test]
+    fn weight_gradient_is_the_same_in_any_chunking() {
+        let (b, c, out, h, w) = (5, 3, 4, 6, 7);
+        let x = tensor(ramp(b * c * h * w, 0.1), Shape::new([b, c, h, w]));
+        let g = tensor(ramp(b * out * h * w, 0.7), Shape::new([b, out, h, w]));
+        let whole = weight_gradient(&x, &g, usize::MAX);
+        assert_eq!(whole.layout().shape().to_vec(), vec![out, c, 3, 3]);
+        // One image per chunk, two per chunk (a ragged last chunk), all at once.
+        for floats in [1, 2 * c * 9 * h * w, 1 << 30] {
+            let chunked = weight_gradient(&x, &g, floats);
+            let err = slice(&whole)
+                .iter()
+                .zip(slice(&chunked))
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(err < 1e-4, "chunk of {floats} floats: {err}");
+        }
+        // Against the definition for one weight: Σ_images Σ_pixels dy[o, p] · x[c, p + tap].
+        let (xs, gs) = (slice(&x), slice(&g));
+        let (o, ci, ky, kx) = (2, 1, 0, 2);
+        let mut want = 0.0f64;
+        for i in 0..b {
+            for y in 0..h {
+                for xx in 0..w {
+                    let (sy, sx) = (y as isize + ky - 1, xx as isize + kx - 1);
+                    if sy < 0 || sx < 0 || sy >= h as isize || sx >= w as isize {
+                        continue;
+                    }
+                    let xv = xs[((i * c + ci) * h + sy as usize) * w + sx as usize];
+                    want += f64::from(gs[((i * out + o) * h + y) * w + xx] * xv);
+                }
+            }
+        }
+        let got = slice(&whole)[((o * c + ci) * 3 + ky as usize) * 3 + kx as usize];
+        assert!((f64::from(got) - want).abs() < 1e-4, "{got} vs {want}");
     }
 }

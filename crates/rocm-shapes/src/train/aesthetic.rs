@@ -111,8 +111,9 @@ pub fn train(
     };
     for k in start..options.steps {
         let (images, targets) = batch(&mut options.rng(k), Split::Train, options.batch);
-        let l = trainer.model.loss(&images, &targets);
-        let loss = trainer.apply(l, options.lr_at(k));
+        let loss = trainer.apply_sharded(options.lr_at(k), options.batch, |model, shard| {
+            model.loss(shard.slice(&images), shard.slice(&targets)) * shard.weight()
+        });
         on_step(StepReport {
             step: k + 1,
             total: options.steps,

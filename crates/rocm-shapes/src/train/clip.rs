@@ -9,6 +9,7 @@ use std::path::Path;
 
 use burn::module::Param;
 use burn::nn::{Linear, LinearConfig};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::activation::{log_sigmoid, log_softmax};
 use rocm_models::clip::{CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig, EosTokenId};
@@ -17,7 +18,7 @@ use rocm_rewards::ClipBackbone;
 use rocm_rewards::clip_rewards::l2_normalize;
 use rocm_rewards::preprocess::ClipPreprocess;
 
-use super::{OnStep, StageOptions, StepReport, Trainer, clip_init, random_scene};
+use super::{OnStep, Shard, StageOptions, StepReport, Trainer, clip_init, random_scene, shards};
 use crate::Error;
 use crate::export::{ExtraTensor, Storage, save_module};
 use crate::render::{Image, render, render_perturbed};
@@ -126,6 +127,16 @@ pub fn stage_loss(model: &ClipTrain, batch: &ClipBatch, ids: Tensor<2, Int>) -> 
     let device = ids.device();
     let img = model.image_embeds(Image::batch(&batch.images, &device));
     let txt = model.text_embeds(ids);
+    embedding_loss(model, img, txt, batch)
+}
+
+/// [`stage_loss`] from the batch's embeddings (`[b, d]` each, L2-normalised).
+pub fn embedding_loss(
+    model: &ClipTrain,
+    img: Tensor<2>,
+    txt: Tensor<2>,
+    batch: &ClipBatch,
+) -> Tensor<1> {
     let contrastive = contrastive_loss(model, img.clone(), txt.clone(), &batch.captions);
     match &model.shape_head {
         Some(head) => {
@@ -134,6 +145,67 @@ pub fn stage_loss(model: &ClipTrain, batch: &ClipBatch, ids: Tensor<2, Int>) -> 
         }
         None => contrastive,
     }
+}
+
+/// One data-parallel step of [`stage_loss`] ([`super::shards`]). The contrastive loss couples
+/// every image with every caption of the batch, so it is not a sum over shards; instead each
+/// shard embeds its own rows, the shards exchange the embeddings' values, and each computes the
+/// whole batch's loss with its own rows tracked and the others' as constants. By the chain rule
+/// the towers' gradients then sum over the shards to the batch's; the parameters applied after
+/// the exchange (`logit_scale`, the shape head) see every row in every shard, so only shard 0
+/// keeps their gradients. Returns the batch's loss and the summed gradients.
+pub fn sharded_gradients(
+    model: &ClipTrain,
+    batch: &ClipBatch,
+    ids: &Tensor<2, Int>,
+) -> (f32, GradientsParams) {
+    let b = batch.captions.len();
+    let embedded = shards::run(shards::forks(model), |s, model| {
+        let shard = Shard::of(s, shards::SHARDS, b);
+        let device = ids.device();
+        let img = model.image_embeds(Image::batch(shard.slice(&batch.images), &device));
+        let txt = model.text_embeds(shard.narrow_int(ids.clone()));
+        let values = (
+            img.clone().detach().into_data(),
+            txt.clone().detach().into_data(),
+        );
+        ((model, img, txt), values)
+    });
+    let (items, values): (Vec<_>, Vec<_>) = embedded.into_iter().unzip();
+    let results = shards::run(items, |s, (model, img, txt)| {
+        let device = ids.device();
+        let gather = |own: Tensor<2>, pick: fn(&(TensorData, TensorData)) -> &TensorData| {
+            let parts = values
+                .iter()
+                .enumerate()
+                .map(|(r, v)| {
+                    if r == s {
+                        own.clone()
+                    } else {
+                        Tensor::from_data(pick(v).clone(), &device)
+                    }
+                })
+                .collect();
+            Tensor::cat(parts, 0)
+        };
+        let (img, txt) = (gather(img, |v| &v.0), gather(txt, |v| &v.1));
+        let (value, mut grads) = shards::backward(&model, embedding_loss(&model, img, txt, batch));
+        if s > 0 {
+            let _ = grads.remove::<1>(model.logit_scale.id);
+            if let Some(head) = &model.shape_head {
+                let _ = grads.remove::<2>(head.weight.id);
+                if let Some(bias) = &head.bias {
+                    let _ = grads.remove::<1>(bias.id);
+                }
+            }
+        }
+        (value, grads)
+    });
+    let (values, grads): (Vec<f32>, Vec<_>) = results.into_iter().unzip();
+    (
+        values.first().copied().unwrap_or(f32::NAN),
+        shards::sum_gradients(model, grads),
+    )
 }
 
 /// Binary cross-entropy of `head`'s logits on embeddings `embeds` (`[b, d]`, image or text)
@@ -288,8 +360,14 @@ pub fn train(
         let batch = batch(options, k);
         let refs: Vec<&str> = batch.captions.iter().map(String::as_str).collect();
         let ids = tokenizer.encode_to_tensor(&refs, &device)?;
-        let l = stage_loss(&trainer.model, &batch, ids);
-        let loss = trainer.apply(l, options.lr_at(k));
+        let loss = if shards::is_materialized(&trainer.model) {
+            let (loss, grads) = sharded_gradients(&trainer.model, &batch, &ids);
+            trainer.step(options.lr_at(k), grads);
+            loss
+        } else {
+            // The shape head's first draws in forward order (`shards::is_materialized`).
+            trainer.apply(stage_loss(&trainer.model, &batch, ids), options.lr_at(k))
+        };
         on_step(StepReport {
             step: k + 1,
             total: options.steps,

@@ -28,7 +28,7 @@ use rocm_sampler::LcmScheduler;
 
 use super::latents::{LatentCache, per_sample};
 use super::teacher::{add_noise, timestep_tensor};
-use super::{OnStep, StageOptions, StepReport, Trainer, host_noise};
+use super::{OnStep, Shard, StageOptions, StepReport, Trainer, host_noise};
 use crate::Error;
 use crate::export::Storage;
 
@@ -162,8 +162,10 @@ pub struct Frozen<'a> {
     pub target: &'a UNet2DConditionModel,
 }
 
-/// The consistency-distillation loss of step `k` (module docs): the student's prediction on
-/// `device` (with autodiff when training), the teacher's DDIM step and the target on `inner`.
+/// The consistency-distillation loss of step `k` (module docs) on `shard`'s rows of the step's
+/// batch (their mean times [`Shard::weight`]; [`Shard::whole`] gives the batch's loss): the
+/// student's prediction on `device` (with autodiff when training), the teacher's DDIM step and
+/// the target on `inner`.
 #[allow(clippy::too_many_arguments)]
 pub fn loss(
     student: &UNet2DConditionModel,
@@ -173,23 +175,28 @@ pub fn loss(
     options: &StageOptions,
     distill: &DistillOptions,
     k: usize,
+    shard: &Shard,
     device: &Device,
     inner: &Device,
 ) -> Tensor<1> {
     let mut rng = options.rng(k);
-    let b = options.batch;
-    let batch = cache.batch(&mut rng, b, 0.0, inner);
+    let batch = cache.batch(&mut rng, options.batch, 0.0, inner);
     let grid = scheduler.origin_timesteps(); // descending: [999, …, 19]
     let skip = scheduler.config().num_train_timesteps / scheduler.config().original_inference_steps;
-    let start: Vec<usize> = (0..b)
+    let start: Vec<usize> = (0..options.batch)
         .map(|_| grid[rng.random_range(0..grid.len())])
         .collect();
-    let prev: Vec<usize> = start.iter().map(|&t| t.saturating_sub(skip)).collect();
-    let w: Vec<f32> = (0..b)
+    let w: Vec<f32> = (0..options.batch)
         .map(|_| rng.random_range(distill.w_min..=distill.w_max))
         .collect();
-    let noise = host_noise(batch.latents.dims(), &mut rng, inner);
-    let x_t = add_noise(scheduler.schedule(), batch.latents, noise, &start);
+    let noise = shard.narrow(host_noise(batch.latents.dims(), &mut rng, inner));
+    // This shard's rows from here on.
+    let b = shard.len();
+    let (start, w) = (shard.slice(&start).to_vec(), shard.slice(&w).to_vec());
+    let prev: Vec<usize> = start.iter().map(|&t| t.saturating_sub(skip)).collect();
+    let (latents, text) = (shard.narrow(batch.latents), shard.narrow(batch.text));
+    let empty = shard.narrow(batch.empty);
+    let x_t = add_noise(scheduler.schedule(), latents, noise, &start);
     let w_inner = Tensor::<1>::from_data(TensorData::new(w.clone(), [b]), inner);
     let w_cond = per_sample(&w, inner);
 
@@ -198,7 +205,7 @@ pub fn loss(
     let eps_both = frozen.teacher.forward(
         Tensor::cat(vec![x_t.clone(), x_t.clone()], 0),
         Tensor::cat(vec![t_inner.clone(), t_inner], 0),
-        Tensor::cat(vec![batch.text.clone(), batch.empty], 0),
+        Tensor::cat(vec![text.clone(), empty], 0),
         None,
     );
     let eps_c = eps_both.clone().narrow(0, 0, b);
@@ -216,7 +223,7 @@ pub fn loss(
     let eps_target = frozen.target.forward(
         x_s.clone(),
         timestep_tensor(&prev, inner),
-        batch.text.clone(),
+        text.clone(),
         cond,
     );
     let target = consistency(scheduler, &prev, x_s.clone(), eps_target, &sig_s, &sigma_s);
@@ -226,7 +233,7 @@ pub fn loss(
     let x_t = to_device(x_t);
     let target = to_device(target);
     let w_dev = Tensor::<1>::from_data(TensorData::new(w, [b]), device);
-    let text = Tensor::<3>::from_data(batch.text.into_data(), device);
+    let text = Tensor::<3>::from_data(text.into_data(), device);
     let eps_student = student.forward(
         x_t.clone(),
         timestep_tensor(&start, device),
@@ -236,10 +243,11 @@ pub fn loss(
     let (sig_t, sigma_t) = signal_sigma(scheduler, &start, device);
     let pred = consistency(scheduler, &start, x_t, eps_student, &sig_t, &sigma_t);
     let diff = pred - target;
-    match distill.huber_c {
+    let mean = match distill.huber_c {
         Some(c) => ((diff.square() + c * c).sqrt() - c).mean(),
         None => diff.square().mean(),
-    }
+    };
+    mean * shard.weight()
 }
 
 /// `(√ā_t, √(1 − ā_t))` per sample, `[B, 1, 1, 1]` each.
@@ -320,18 +328,11 @@ pub fn train(
             teacher,
             target: &target,
         };
-        let l = loss(
-            &trainer.model,
-            &frozen,
-            cache,
-            &scheduler,
-            options,
-            distill,
-            k,
-            &device,
-            &inner,
-        );
-        let loss = trainer.apply(l, options.lr_at(k));
+        let loss = trainer.apply_sharded(options.lr_at(k), options.batch, |student, shard| {
+            loss(
+                student, &frozen, cache, &scheduler, options, distill, k, shard, &device, &inner,
+            )
+        });
         target = update_ema(target, &trainer.model.valid(), distill.ema_decay);
         on_step(StepReport {
             step: k + 1,

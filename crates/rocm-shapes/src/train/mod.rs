@@ -5,7 +5,9 @@
 //! [`latents`] cache: [`teacher`] (a `UNet2DConditionModel`, ε-prediction with prompt dropout)
 //! and [`distill`] (latent consistency distillation with an EMA target).
 //!
-//! Data are drawn per step from the step's own seed, so a resumed run sees the same batches; a
+//! Every stage's step runs data-parallel over the host's cores ([`shards`]: two half-batches side
+//! by side, each on its own fork of the model, their gradients summed), with the batch one
+//! worker would draw. Data are drawn per step from the step's own seed, so a resumed run sees the same batches; a
 //! checkpoint holds the weights (f32), the module with its parameter ids and AdamW's moments
 //! ([`Trainer::save_state`]) and the step, so a resumed stage continues the optimisation where
 //! it stopped (a checkpoint from before the moments were saved restarts them).
@@ -16,6 +18,7 @@ pub mod clip_init;
 pub mod distill;
 pub mod latents;
 pub mod pref;
+pub mod shards;
 pub mod teacher;
 pub mod vae;
 
@@ -31,6 +34,7 @@ use rand_distr::StandardNormal;
 use crate::Error;
 use crate::render::{Image, PERTURBATIONS, Perturbation, TASTE_PERTURBATIONS, render_perturbed};
 use crate::world::{Scene, Split};
+pub use shards::Shard;
 
 /// What a stage reports after each step (for progress bars and logs).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -272,7 +276,33 @@ impl<M: Module> Trainer<M> {
     pub fn apply(&mut self, loss: Tensor<1>, lr: f64) -> f32 {
         let value = scalar(loss.clone());
         let grads = GradientsParams::from_grads(loss.backward(), &self.model);
+        self.step(lr, grads);
+        value
+    }
+
+    /// Takes one step at `lr` with `grads` (of this trainer's model).
+    pub fn step(&mut self, lr: f64, grads: GradientsParams) {
         self.model = self.optimizer.step(lr, self.model.clone(), grads);
+    }
+}
+
+impl<M: Module + Send> Trainer<M> {
+    /// One step of data parallelism: [`shards::gradients`] of `loss` over a batch of `batch`
+    /// rows, then one step at `lr`; returns the batch's loss. While the model still has lazily
+    /// initialised parameters ([`shards::is_materialized`]) the step runs whole on this thread,
+    /// so that they are drawn in the order a forward pass reads them.
+    pub fn apply_sharded(
+        &mut self,
+        lr: f64,
+        batch: usize,
+        loss: impl Fn(&M, &Shard) -> Tensor<1> + Sync,
+    ) -> f32 {
+        if !shards::is_materialized(&self.model) {
+            let l = loss(&self.model, &Shard::whole(batch));
+            return self.apply(l, lr);
+        }
+        let (value, grads) = shards::gradients(&self.model, batch, loss);
+        self.step(lr, grads);
         value
     }
 }

@@ -204,8 +204,10 @@ pub fn train(
         let batch = mixed_pairs(&mut options.rng(k), Split::Train, pool, options.batch);
         let prompts: Vec<&str> = batch.iter().map(|p| p.prompt.as_str()).collect();
         let ids = tokenizer.encode_to_tensor(&prompts, &device)?;
-        let l = bradley_terry_loss(&trainer.model, &batch, ids);
-        let loss = trainer.apply(l, options.lr_at(k));
+        let loss = trainer.apply_sharded(options.lr_at(k), options.batch, |model, shard| {
+            bradley_terry_loss(model, shard.slice(&batch), shard.narrow_int(ids.clone()))
+                * shard.weight()
+        });
         on_step(StepReport {
             step: k + 1,
             total: options.steps,

@@ -13,7 +13,7 @@ use rocm_models::{UNet2DConditionModel, UNet2DConditionModelConfig};
 use rocm_sampler::NoiseSchedule;
 
 use super::latents::{LatentCache, per_sample};
-use super::{OnStep, StageOptions, StepReport, Trainer, host_noise};
+use super::{OnStep, Shard, StageOptions, StepReport, Trainer, host_noise};
 use crate::Error;
 use crate::export::Storage;
 
@@ -85,23 +85,37 @@ pub fn timestep_tensor(timesteps: &[usize], device: &Device) -> Tensor<1> {
     Tensor::from_data(TensorData::new(v, [timesteps.len()]), device)
 }
 
-/// The teacher's loss on one batch drawn from `cache` with step `k`'s RNG.
+/// The teacher's loss on `shard`'s rows of the batch drawn from `cache` with step `k`'s RNG (its
+/// mean over those rows times [`Shard::weight`]; [`Shard::whole`] gives the batch's loss).
+#[allow(clippy::too_many_arguments)]
 pub fn loss(
     unet: &UNet2DConditionModel,
     cache: &LatentCache,
     schedule: &NoiseSchedule,
     options: &StageOptions,
     k: usize,
+    shard: &Shard,
     device: &Device,
 ) -> Tensor<1> {
     let mut rng = options.rng(k);
     let batch = cache.batch(&mut rng, options.batch, PROMPT_DROPOUT, device);
     let n = schedule.num_train_timesteps();
     let timesteps: Vec<usize> = (0..options.batch).map(|_| rng.random_range(0..n)).collect();
-    let noise = host_noise(batch.latents.dims(), &mut rng, device);
-    let noisy = add_noise(schedule, batch.latents, noise.clone(), &timesteps);
-    let eps = unet.forward(noisy, timestep_tensor(&timesteps, device), batch.text, None);
-    (eps - noise).square().mean()
+    let noise = shard.narrow(host_noise(batch.latents.dims(), &mut rng, device));
+    let timesteps = shard.slice(&timesteps);
+    let noisy = add_noise(
+        schedule,
+        shard.narrow(batch.latents),
+        noise.clone(),
+        timesteps,
+    );
+    let eps = unet.forward(
+        noisy,
+        timestep_tensor(timesteps, device),
+        shard.narrow(batch.text),
+        None,
+    );
+    (eps - noise).square().mean() * shard.weight()
 }
 
 /// Trains (or resumes) the teacher on `cache`; checkpoints go to `work/checkpoint`.
@@ -131,8 +145,9 @@ pub fn train(
         Trainer::new(model)
     };
     for k in start..options.steps {
-        let l = loss(&trainer.model, cache, &schedule, options, k, &device);
-        let loss = trainer.apply(l, options.lr_at(k));
+        let loss = trainer.apply_sharded(options.lr_at(k), options.batch, |unet, shard| {
+            loss(unet, cache, &schedule, options, k, shard, &device)
+        });
         on_step(StepReport {
             step: k + 1,
             total: options.steps,

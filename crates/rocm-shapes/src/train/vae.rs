@@ -8,7 +8,8 @@ use burn::prelude::*;
 use rocm_models::{AutoencoderKL, AutoencoderKLConfig};
 
 use super::{
-    OnStep, StageOptions, StepReport, Trainer, host_noise, host_values, random_render, random_scene,
+    OnStep, Shard, StageOptions, StepReport, Trainer, host_noise, host_values, random_render,
+    random_scene,
 };
 use crate::Error;
 use crate::export::{Storage, save_module};
@@ -34,22 +35,26 @@ pub fn tiny_vae_config() -> AutoencoderKLConfig {
 /// The KL weight of the loss (per latent element, against the per-pixel reconstruction terms).
 pub const KL_WEIGHT: f64 = 1e-4;
 
-/// The VAE's training loss on `images` (in `[0, 1]`): `mean|x̂ − x| + mean(x̂ − x)² + KL_WEIGHT · KL`
-/// on the `[−1, 1]` scale, the latent sampled from the posterior with host noise from `rng`.
+/// The VAE's training loss on `shard`'s rows of the batch `images` (in `[0, 1]`):
+/// `mean|x̂ − x| + mean(x̂ − x)² + KL_WEIGHT · KL` on the `[−1, 1]` scale, times
+/// [`Shard::weight`], the latent sampled from the posterior with host noise drawn from `rng` for
+/// the whole batch (so a shard's rows see the noise they would in one batch).
 pub fn loss(
     model: &AutoencoderKL,
     images: &[Image],
     rng: &mut rand::rngs::ChaCha8Rng,
+    shard: &Shard,
     device: &Device,
 ) -> Tensor<1> {
-    let x = Image::batch(images, device) * 2.0 - 1.0;
+    let x = Image::batch(shard.slice(images), device) * 2.0 - 1.0;
     let (mean, logvar) = model.encode(x.clone());
-    let eps = host_noise(mean.dims(), rng, device);
+    let [_, c, h, w] = mean.dims();
+    let eps = shard.narrow(host_noise([images.len(), c, h, w], rng, device));
     let z = mean.clone() + (logvar.clone() * 0.5).exp() * eps;
     let diff = model.decode(z) - x;
     let recon = diff.clone().abs().mean() + diff.square().mean();
     let kl = (mean.square() + logvar.clone().exp() - logvar - 1.0).mean() * 0.5;
-    recon + kl * KL_WEIGHT
+    (recon + kl * KL_WEIGHT) * shard.weight()
 }
 
 /// A batch of VAE training images: 85 % clean renders, the rest with random perturbations.
@@ -89,9 +94,10 @@ pub fn train(
     };
     for k in start..options.steps {
         let images = batch(options, k);
-        let mut noise = options.rng(k + (1 << 40));
-        let l = loss(&trainer.model, &images, &mut noise, &device);
-        let loss = trainer.apply(l, options.lr_at(k));
+        let loss = trainer.apply_sharded(options.lr_at(k), options.batch, |model, shard| {
+            let mut noise = options.rng(k + (1 << 40));
+            loss(model, &images, &mut noise, shard, &device)
+        });
         on_step(StepReport {
             step: k + 1,
             total: options.steps,
