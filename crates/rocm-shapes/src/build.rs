@@ -36,9 +36,9 @@ pub fn check_writable(dir: &Path) -> Result<(), Error> {
 }
 
 /// Optimisation steps of the teacher (at `--scale 1`).
-pub const TEACHER_STEPS: usize = 8000;
+pub const TEACHER_STEPS: usize = 7000;
 /// Optimisation steps of the distillation (at `--scale 1`).
-pub const DISTILL_STEPS: usize = 2400;
+pub const DISTILL_STEPS: usize = 1800;
 
 /// A stage of the build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,9 +148,9 @@ impl BuildPlan {
     fn options(&self, stage: Stage) -> StageOptions {
         let (steps, batch, lr) = match stage {
             Stage::Vae => (6000, 16, 2e-3),
-            Stage::Clip => (6000, 64, 1e-3),
+            Stage::Clip => (5400, 64, 1e-3),
             Stage::Pref => (2000, 32, 2e-4),
-            Stage::Aesthetic => (6000, 64, 2e-3),
+            Stage::Aesthetic => (5400, 64, 2e-3),
             Stage::Teacher => (TEACHER_STEPS, 64, 1e-3),
             Stage::Distill => (DISTILL_STEPS, 32, 1e-4),
         };

@@ -62,6 +62,62 @@ fn whole<M: Module>(model: &M, loss: Tensor<1>) -> (f32, Vec<Vec<f32>>) {
     (value, flat(model, &grads))
 }
 
+/// Tracked parameters of `model`, and how many of them `loss` gives a gradient.
+fn tracked_and_reached<M: Module>(model: &M, loss: Tensor<1>) -> (usize, usize) {
+    struct Tracked(usize);
+    impl ModuleVisitor for Tracked {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0 += usize::from(param.val().is_require_grad());
+        }
+    }
+    let mut tracked = Tracked(0);
+    model.visit(&mut tracked);
+    let (_, grads) = shards::backward(model, loss);
+    (tracked.0, grads.len())
+}
+
+#[test]
+fn every_tracked_parameter_of_a_stage_takes_part_in_its_loss() {
+    // A tracked parameter no loss reads is orphaned in Burn's graph registry once per fork per
+    // step, and the registry's cleaner walks the orphans on every backward pass: the aesthetic
+    // stage, with the CLIP's text tower tracked, slowed tenfold over 2,000 steps.
+    let _serial = serial();
+    let device = Device::flex().autodiff();
+    let bpe = WorldBpe::learn();
+    let (config, clip_model) = tiny_clip(&bpe, &device);
+    let aesthetic = rocm_shapes::train::aesthetic::AestheticTrain::new(clip_model.clone(), &device);
+    let (images, targets) = rocm_shapes::train::aesthetic::batch(
+        &mut options(1, 4, 1e-3).rng(0),
+        rocm_shapes::Split::Train,
+        4,
+    );
+    let (tracked, reached) = tracked_and_reached(&aesthetic, aesthetic.loss(&images, &targets));
+    assert_eq!(tracked, reached, "aesthetic");
+    let tok = tokenizer(&scratch("shards-tracked"));
+    let clip_train =
+        clip::ClipTrain::with_shape_head(clip_model.clone(), config.projection_dim, &device);
+    let batch = clip::batch(&options(1, 6, 1e-3), 1);
+    let refs: Vec<&str> = batch.captions.iter().map(String::as_str).collect();
+    let ids = tok.encode_to_tensor(&refs, &device).unwrap();
+    let (tracked, reached) =
+        tracked_and_reached(&clip_train, clip::stage_loss(&clip_train, &batch, ids));
+    assert_eq!(tracked, reached, "clip");
+    let vae_model = vae::tiny_vae_config().init(&device);
+    let opts = options(1, 2, 1e-3);
+    let images = vae::batch(&opts, 0);
+    let (tracked, reached) = tracked_and_reached(
+        &vae_model,
+        vae::loss(
+            &vae_model,
+            &images,
+            &mut opts.rng(1),
+            &Shard::whole(2),
+            &device,
+        ),
+    );
+    assert_eq!(tracked, reached, "vae");
+}
+
 #[test]
 fn shards_split_a_batch_into_contiguous_weighted_slices() {
     for batch in [1, 2, 5, 16, 33] {
@@ -156,6 +212,8 @@ fn sharded_teacher_and_distillation_gradients_are_the_whole_batchs() {
     );
     let err = max_rel_diff(&flat(&unet, &grads), &want);
     assert!(err < 1e-4, "teacher gradients differ by {err}");
+    // Every parameter takes part (see every_tracked_parameter_of_a_stage_takes_part_in_its_loss).
+    assert!(want.iter().all(|g| !g.is_empty()), "a teacher parameter without gradient");
 
     let settings = DistillOptions::default();
     let config = distill::student_config(&tiny_unet_config(), &settings);
@@ -180,6 +238,7 @@ fn sharded_teacher_and_distillation_gradients_are_the_whole_batchs() {
     );
     let err = max_rel_diff(&flat(&student, &grads), &want);
     assert!(err < 1e-4, "distillation gradients differ by {err}");
+    assert!(want.iter().all(|g| !g.is_empty()), "a student parameter without gradient");
 }
 
 #[test]

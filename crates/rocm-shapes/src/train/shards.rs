@@ -5,8 +5,9 @@
 //!
 //! The world's models are small: one op on a batch of them is too short for burn-flex to split
 //! well over two threads (a 2-thread step of the CLIP stage took 103 ms, a 1-thread one 116 ms,
-//! two 1-thread half-batch steps side by side 56 ms each; measured in the crate README). Two
-//! shards of half a batch, each on one thread, keep both cores busy with whole ops instead.
+//! two 1-thread half-batch steps side by side 56 ms each; the repository's docs/performance.md,
+//! "Building the shapes world"). Two shards of half a batch, each on one thread, keep both
+//! cores busy with whole ops instead.
 //!
 //! Every shard draws the step's *whole* batch from the step's seed, exactly as one worker
 //! would, and computes the loss of its own rows ([`Shard::rows`]) weighted by its share of the
@@ -166,6 +167,11 @@ pub fn is_materialized<M: Module>(model: &M) -> bool {
 
 /// `model` forked once per shard: the same parameters (values and ids) as fresh autodiff
 /// leaves, so each shard's backward pass walks its own graph.
+///
+/// Every tracked parameter of `model` must take part in the shard's loss: a tracked leaf that no
+/// loss reads is orphaned in Burn's graph registry, one per parameter per fork per step, and
+/// the registry's cleaner walks them all on every backward pass (freeze such parameters with
+/// `no_grad`, as the aesthetic stage does with the CLIP's text tower).
 pub fn forks<M: Module>(model: &M) -> Vec<M> {
     let devices = model.devices();
     (0..SHARDS)
