@@ -213,7 +213,10 @@ fn sharded_teacher_and_distillation_gradients_are_the_whole_batchs() {
     let err = max_rel_diff(&flat(&unet, &grads), &want);
     assert!(err < 1e-4, "teacher gradients differ by {err}");
     // Every parameter takes part (see every_tracked_parameter_of_a_stage_takes_part_in_its_loss).
-    assert!(want.iter().all(|g| !g.is_empty()), "a teacher parameter without gradient");
+    assert!(
+        want.iter().all(|g| !g.is_empty()),
+        "a teacher parameter without gradient"
+    );
 
     let settings = DistillOptions::default();
     let config = distill::student_config(&tiny_unet_config(), &settings);
@@ -238,7 +241,10 @@ fn sharded_teacher_and_distillation_gradients_are_the_whole_batchs() {
     );
     let err = max_rel_diff(&flat(&student, &grads), &want);
     assert!(err < 1e-4, "distillation gradients differ by {err}");
-    assert!(want.iter().all(|g| !g.is_empty()), "a student parameter without gradient");
+    assert!(
+        want.iter().all(|g| !g.is_empty()),
+        "a student parameter without gradient"
+    );
 }
 
 #[test]

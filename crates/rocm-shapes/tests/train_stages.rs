@@ -3,11 +3,7 @@
 //! stage, unwritable output, a corrupt model file it reads) are one-line errors naming the culprit.
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
-
 use burn::prelude::*;
-use rocm_models::clip::CLIPModel;
-use rocm_models::tokenizer::CLIPTokenizer;
 use rocm_shapes::build::{BuildPlan, Stage, check_writable};
 use rocm_shapes::tokenizer::WorldBpe;
 use rocm_shapes::train::{StageOptions, Trainer, aesthetic, clip, distill, pref, teacher, vae};
