@@ -9,8 +9,9 @@
 //! "Building the shapes world"). Two shards of half a batch, each on one thread, keep both
 //! cores busy with whole ops instead.
 //!
-//! Every shard draws the step's *whole* batch from the step's seed, exactly as one worker
-//! would, and computes the loss of its own rows ([`Shard::rows`]) weighted by its share of the
+//! Every shard sees the step's *whole* batch, drawn from the step's seed exactly as one worker
+//! would draw it (by the stage once, or by each shard), and computes the loss of its own rows
+//! ([`Shard::rows`]) weighted by its share of the
 //! batch ([`Shard::weight`]), so the summed loss and gradient are those of the whole batch and a
 //! stage's batches do not depend on the shard count. The shard count is a constant, not the
 //! machine's core count, so a build is reproducible everywhere; within a shard sums run on one
