@@ -62,6 +62,22 @@ fn whole<M: Module>(model: &M, loss: Tensor<1>) -> (f32, Vec<Vec<f32>>) {
     (value, flat(model, &grads))
 }
 
+/// The shards' summed loss and gradients of `model` against one worker's on the whole batch
+/// (`whole`): the loss to 1e-5, every gradient to 1e-4.
+fn assert_as_whole<M: Module>(
+    label: &str,
+    model: &M,
+    (value, want): &(f32, Vec<Vec<f32>>),
+    (sharded, grads): (f32, GradientsParams),
+) {
+    assert!(
+        (sharded - value).abs() < 1e-5 * value.abs(),
+        "{label}: loss {sharded} vs {value}"
+    );
+    let err = max_rel_diff(&flat(model, &grads), want);
+    assert!(err < 1e-4, "{label}: gradients differ by {err}");
+}
+
 /// Tracked parameters of `model`, and how many of them `loss` gives a gradient.
 fn tracked_and_reached<M: Module>(model: &M, loss: Tensor<1>) -> (usize, usize) {
     struct Tracked(usize);
@@ -167,19 +183,14 @@ fn sharded_vae_gradients_are_the_whole_batchs() {
     let model = vae::tiny_vae_config().init(&device);
     let opts = options(1, 6, 1e-3);
     let images = vae::batch(&opts, 0);
-    let (value, want) = whole(
+    let expected = whole(
         &model,
         vae::loss(&model, &images, &mut opts.rng(9), &Shard::whole(6), &device),
     );
-    let (sharded, grads) = shards::gradients(&model, 6, |m, shard| {
+    let sharded = shards::gradients(&model, 6, |m, shard| {
         vae::loss(m, &images, &mut opts.rng(9), shard, &device)
     });
-    assert!(
-        (sharded - value).abs() < 1e-5 * value.abs(),
-        "{sharded} vs {value}"
-    );
-    let err = max_rel_diff(&flat(&model, &grads), &want);
-    assert!(err < 1e-4, "VAE gradients differ by {err}");
+    assert_as_whole("VAE", &model, &expected, sharded);
 }
 
 #[test]
@@ -191,7 +202,7 @@ fn sharded_teacher_and_distillation_gradients_are_the_whole_batchs() {
     let opts = options(1, 6, 1e-3);
     let schedule = rocm_sampler::NoiseSchedule::sd15();
     let unet: UNet2DConditionModel = tiny_unet_config().init(&device);
-    let (value, want) = whole(
+    let expected = whole(
         &unet,
         teacher::loss(
             &unet,
@@ -203,18 +214,13 @@ fn sharded_teacher_and_distillation_gradients_are_the_whole_batchs() {
             &device,
         ),
     );
-    let (sharded, grads) = shards::gradients(&unet, 6, |m, shard| {
+    let sharded = shards::gradients(&unet, 6, |m, shard| {
         teacher::loss(m, &cache, &schedule, &opts, 3, shard, &device)
     });
-    assert!(
-        (sharded - value).abs() < 1e-5 * value.abs(),
-        "{sharded} vs {value}"
-    );
-    let err = max_rel_diff(&flat(&unet, &grads), &want);
-    assert!(err < 1e-4, "teacher gradients differ by {err}");
+    assert_as_whole("teacher", &unet, &expected, sharded);
     // Every parameter takes part (see every_tracked_parameter_of_a_stage_takes_part_in_its_loss).
     assert!(
-        want.iter().all(|g| !g.is_empty()),
+        expected.1.iter().all(|g| !g.is_empty()),
         "a teacher parameter without gradient"
     );
 
@@ -233,16 +239,11 @@ fn sharded_teacher_and_distillation_gradients_are_the_whole_batchs() {
             m, &frozen, &cache, &scheduler, &opts, &settings, 5, shard, &device, &inner,
         )
     };
-    let (value, want) = whole(&student, loss(&student, &Shard::whole(6)));
-    let (sharded, grads) = shards::gradients(&student, 6, loss);
+    let expected = whole(&student, loss(&student, &Shard::whole(6)));
+    let sharded = shards::gradients(&student, 6, loss);
+    assert_as_whole("distillation", &student, &expected, sharded);
     assert!(
-        (sharded - value).abs() < 1e-5 * value.abs(),
-        "{sharded} vs {value}"
-    );
-    let err = max_rel_diff(&flat(&student, &grads), &want);
-    assert!(err < 1e-4, "distillation gradients differ by {err}");
-    assert!(
-        want.iter().all(|g| !g.is_empty()),
+        expected.1.iter().all(|g| !g.is_empty()),
         "a student parameter without gradient"
     );
 }
@@ -258,13 +259,8 @@ fn sharded_clip_gradients_are_the_whole_batchs_contrastive_gradients() {
     let batch = clip::batch(&options(1, 10, 1e-3), 4);
     let refs: Vec<&str> = batch.captions.iter().map(String::as_str).collect();
     let ids = tok.encode_to_tensor(&refs, &device).unwrap();
-    let (value, want) = whole(&model, clip::stage_loss(&model, &batch, ids.clone()));
-    let (sharded, grads) = clip::sharded_gradients(&model, &batch, &ids);
-    assert!(
-        (sharded - value).abs() < 1e-5 * value.abs(),
-        "{sharded} vs {value}"
-    );
+    let expected = whole(&model, clip::stage_loss(&model, &batch, ids.clone()));
     // Both towers, the projections, the temperature and the shape head, each counted once.
-    let err = max_rel_diff(&flat(&model, &grads), &want);
-    assert!(err < 1e-4, "CLIP gradients differ by {err}");
+    let sharded = clip::sharded_gradients(&model, &batch, &ids);
+    assert_as_whole("CLIP", &model, &expected, sharded);
 }

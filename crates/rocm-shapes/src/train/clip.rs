@@ -360,14 +360,11 @@ pub fn train(
         let batch = batch(options, k);
         let refs: Vec<&str> = batch.captions.iter().map(String::as_str).collect();
         let ids = tokenizer.encode_to_tensor(&refs, &device)?;
-        let loss = if shards::is_materialized(&trainer.model) {
-            let (loss, grads) = sharded_gradients(&trainer.model, &batch, &ids);
-            trainer.step(options.lr_at(k), grads);
-            loss
-        } else {
-            // The shape head's first draws in forward order (`shards::is_materialized`).
-            trainer.apply(stage_loss(&trainer.model, &batch, ids), options.lr_at(k))
-        };
+        let loss = trainer.step_data_parallel(
+            options.lr_at(k),
+            |model| stage_loss(model, &batch, ids.clone()),
+            |model| sharded_gradients(model, &batch, &ids),
+        );
         on_step(StepReport {
             step: k + 1,
             total: options.steps,

@@ -287,22 +287,38 @@ impl<M: Module> Trainer<M> {
 }
 
 impl<M: Module + Send> Trainer<M> {
-    /// One step of data parallelism: [`shards::gradients`] of `loss` over a batch of `batch`
-    /// rows, then one step at `lr`; returns the batch's loss. While the model still has lazily
-    /// initialised parameters ([`shards::is_materialized`]) the step runs whole on this thread,
-    /// so that they are drawn in the order a forward pass reads them.
+    /// One data-parallel step at `lr`: `sharded(model)` gives the batch's loss value and summed
+    /// gradients ([`shards`]); returns the loss. While the model still has lazily initialised
+    /// parameters ([`shards::is_materialized`]) the step instead back-propagates `whole(model)`,
+    /// the batch's loss on this thread, so that they are drawn in the order a forward pass reads
+    /// them.
+    pub fn step_data_parallel(
+        &mut self,
+        lr: f64,
+        whole: impl FnOnce(&M) -> Tensor<1>,
+        sharded: impl FnOnce(&M) -> (f32, GradientsParams),
+    ) -> f32 {
+        if !shards::is_materialized(&self.model) {
+            let l = whole(&self.model);
+            return self.apply(l, lr);
+        }
+        let (value, grads) = sharded(&self.model);
+        self.step(lr, grads);
+        value
+    }
+
+    /// [`Trainer::step_data_parallel`] of a loss that is a sum over shards: `loss(model, shard)`
+    /// is the shard's share of the batch's loss ([`shards::gradients`]) for a batch of `batch`.
     pub fn apply_sharded(
         &mut self,
         lr: f64,
         batch: usize,
         loss: impl Fn(&M, &Shard) -> Tensor<1> + Sync,
     ) -> f32 {
-        if !shards::is_materialized(&self.model) {
-            let l = loss(&self.model, &Shard::whole(batch));
-            return self.apply(l, lr);
-        }
-        let (value, grads) = shards::gradients(&self.model, batch, loss);
-        self.step(lr, grads);
-        value
+        self.step_data_parallel(
+            lr,
+            |model| loss(model, &Shard::whole(batch)),
+            |model| shards::gradients(model, batch, &loss),
+        )
     }
 }
